@@ -1,0 +1,62 @@
+"""Command-line interface: ``psyau <command> ...``.
+
+Each command lives in its own module of this package and exposes
+``add_parser(subparsers)`` (registers its arguments) and ``run(args) -> int``.
+Modules are imported only when their command runs, so ``psyau --help`` stays fast
+and a missing optional dependency only affects its own command.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command name -> module (relative to this package) implementing it
+COMMANDS = {
+    "priors": "priors",
+    "synth": "synth",
+    "preprocess": "preprocess",
+    "train": "train",
+    "evaluate": "evaluate",
+    "predict": "predict",
+    "federate": "federate",
+    "demo": "demo",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"{__name__}.{COMMANDS[name]}")
+
+
+def build_parser(commands=None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="psyau", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in commands or COMMANDS:
+        try:
+            module = _load(name)
+        except ModuleNotFoundError as exc:  # command not built yet, or optional extra missing
+            if exc.name and exc.name.startswith(__name__):
+                continue
+            p = sub.add_parser(name, help=f"(unavailable: {exc})")
+            p.set_defaults(_unavailable=str(exc))
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the requested command's module when one is named.
+    wanted = [argv[0]] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(wanted)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    if getattr(args, "_unavailable", None):
+        parser.exit(2, f"psyau {args.command}: unavailable ({args._unavailable})\n")
+    return int(_load(args.command).run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
