@@ -1,0 +1,1 @@
+"""Flower adapters (ClientApp, ServerApp, strategies) over the framework-free federated core."""
