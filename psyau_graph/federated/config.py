@@ -1,0 +1,92 @@
+"""Federated training configuration (paper defaults, SPEC §8)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+STRATEGIES = ("local", "fedavg", "fedprox", "p-fedprox")
+
+
+@dataclass
+class FederatedConfig:
+    """One federated experiment.
+
+    Args:
+        clients: number of clients K (disjoint subject groups) (default: ``5``, DFME).
+        rounds: communication rounds R (default: ``15``; the paper uses 15–40).
+        local_epochs: local epochs E per round (default: ``50``).
+        strategy: ``"local" | "fedavg" | "fedprox" | "p-fedprox"`` (default: ``"p-fedprox"``).
+        mu: proximal weight α4 for FedProx/P-FedProx (default: ``0.001``).
+        theta: P-FedProx weight on the client's own model (default: ``0.9``).
+        lr: AdamW learning rate (default: ``1e-5``, the paper's FL value).
+        weight_decay: AdamW weight decay (default: ``0.01``, PyTorch's AdamW default).
+        batch_size: local batch size (default: ``32``).
+        train_frac: fraction of each client's samples used for training (default: ``0.7``).
+        repeats: number of random 70/30 splits (different seeds) (default: ``10``).
+        seed: base seed for model init, partition and splits (default: ``0``).
+        min_clients: a round needs at least this many accepted client updates, else the
+            run stops with an error (default: ``1``).
+        share_bn_stats: share BatchNorm running statistics (default: ``False``, FedBN).
+        exclude_prefixes: state-dict prefixes never shared (default: ``()``).
+        partition_seed: seed of the subject → client partition (default: ``None`` = ``seed``).
+    """
+
+    clients: int = 5
+    rounds: int = 15
+    local_epochs: int = 50
+    strategy: str = "p-fedprox"
+    mu: float = 0.001
+    theta: float = 0.9
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    train_frac: float = 0.7
+    repeats: int = 10
+    seed: int = 0
+    min_clients: int = 1
+    share_bn_stats: bool = False
+    exclude_prefixes: tuple[str, ...] = field(default_factory=tuple)
+    partition_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.exclude_prefixes = tuple(self.exclude_prefixes)
+        self.validate()
+
+    def validate(self, num_subjects: int | None = None) -> None:
+        """Raise ``ValueError`` naming the bad field; with ``num_subjects`` also check K."""
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if not 0.0 <= self.theta <= 1.0:
+            raise ValueError(f"theta must lie in [0, 1], got {self.theta}")
+        for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats", "min_clients"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.min_clients > self.clients:
+            raise ValueError(f"min_clients ({self.min_clients}) exceeds clients ({self.clients})")
+        if self.mu < 0:
+            raise ValueError(f"mu must be >= 0, got {self.mu}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 < self.train_frac < 1.0:
+            raise ValueError(f"train_frac must lie in (0, 1), got {self.train_frac}")
+        if num_subjects is not None and self.clients > num_subjects:
+            raise ValueError(f"clients ({self.clients}) exceeds the number of subjects "
+                             f"({num_subjects}): clients are disjoint subject groups")
+
+    @property
+    def uses_prox(self) -> bool:
+        return self.strategy in ("fedprox", "p-fedprox")
+
+    @property
+    def part_seed(self) -> int:
+        return self.seed if self.partition_seed is None else self.partition_seed
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["exclude_prefixes"] = list(self.exclude_prefixes)
+        return d
+
+
+def round_seed(seed: int, repeat: int, rnd: int, client: int) -> int:
+    """Seed of one client's local training in one round (same in every engine)."""
+    return (int(seed) * 1_000_003 + int(repeat) * 10_007 + int(rnd) * 101 + int(client)) % (2**31 - 1)

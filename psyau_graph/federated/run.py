@@ -1,0 +1,179 @@
+"""In-process federated engine: K clients, R rounds, E local epochs, one process.
+
+The server logic (:class:`ServerState`) is the same for the in-process engine and
+the Flower strategies' bookkeeping: it keeps the global shared tensors and, for
+P-FedProx, the last known model :math:`\\hat W_j` and sample count of every client.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from tqdm.auto import tqdm
+
+from . import core
+from .client import client_data, clone_state, initial_state, local_evaluate, local_train, partition
+from .config import FederatedConfig
+from .results import summarize, write_csv, write_json
+from .task import FedPsyAUTask, Task
+
+log = logging.getLogger(__name__)
+
+
+class RoundFailed(RuntimeError):
+    """Fewer accepted client updates than ``min_clients`` in a round."""
+
+
+class ServerState:
+    """Server-side state of one run (global model and P-FedProx per-client models).
+
+    Args:
+        strategy: ``fedavg | fedprox | p-fedprox``.
+        init_shared: the common initial shared tensors.
+        theta: P-FedProx θ.
+    """
+
+    def __init__(self, strategy: str, init_shared: Mapping, theta: float = 0.9):
+        self.strategy = strategy
+        self.theta = theta
+        self.global_shared = clone_state(init_shared)
+        self.hat: dict[Any, dict] = {}       # client -> last accepted model Ŵ_j
+        self.n: dict[Any, int] = {}          # client -> training samples
+
+    def model_for(self, client) -> dict:
+        """What ``client`` receives: the global model, or its personalised mixture."""
+        if self.strategy != "p-fedprox" or not self.hat:
+            return self.global_shared
+        if client not in self.hat:
+            # never heard from this client: it receives the sample-weighted mean of the others
+            return self.global_shared
+        return core.personalised_init(self.hat, self.n, self.theta, clients=[client])[client]
+
+    def aggregate(self, accepted: Mapping[Any, Mapping], num_samples: Mapping[Any, int]) -> None:
+        """Fold accepted client updates into the state."""
+        if not accepted:
+            return
+        ids = list(accepted)
+        if self.strategy == "p-fedprox":
+            for c in ids:
+                self.hat[c] = clone_state(accepted[c])
+                self.n[c] = int(num_samples[c])
+            ids_all = list(self.hat)
+            if sum(self.n[c] for c in ids_all) > 0:
+                self.global_shared = core.fedavg([self.hat[c] for c in ids_all],
+                                                 [self.n[c] for c in ids_all])
+        else:
+            if sum(int(num_samples[c]) for c in ids) > 0:
+                self.global_shared = core.fedavg([accepted[c] for c in ids],
+                                                 [int(num_samples[c]) for c in ids])
+
+
+class FederatedRun:
+    """Run one strategy in-process.
+
+    Args:
+        dataset: a dataset object of ``task`` or a path the task can load (cache folder).
+        config: :class:`FederatedConfig`.
+        model_config: ``FedPsyAUConfig`` fields as a dict (used when ``task`` is None).
+        task: the task (default: :class:`FedPsyAUTask` with ``model_config``).
+        progress: show a progress bar per round (default: ``True``; hidden off a TTY).
+    """
+
+    def __init__(self, dataset, config: FederatedConfig, model_config: Mapping | Any = None,
+                 *, task: Task | None = None, progress: bool = True):
+        if model_config is not None and not isinstance(model_config, Mapping):
+            from dataclasses import asdict
+            model_config = asdict(model_config)
+        self.task = task if task is not None else FedPsyAUTask(dict(model_config or {}))
+        self.dataset = self.task.load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+        self.config = config
+        self.subjects = self.task.subjects(self.dataset)
+        config.validate(num_subjects=len(set(self.subjects)))
+        self.progress = progress
+        self.failures: list[dict] = []
+        self.rejected: list[dict] = []
+        self.round_times: list[float] = []
+
+    # ------------------------------------------------------------------ one repeat
+    def _run_repeat(self, repeat: int, parts, records: list[dict]) -> None:
+        cfg, task = self.config, self.task
+        K = cfg.clients
+        datas = [client_data(self.dataset, parts[i], cfg, repeat, i) for i in range(K)]
+        init = initial_state(task, cfg.seed + repeat)
+        keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
+        local = {i: clone_state(init) for i in range(K)}
+        server = ServerState(cfg.strategy, core.select(init, keys), cfg.theta)
+        federated = cfg.strategy != "local"
+        bar = tqdm(range(1, cfg.rounds + 1), desc=f"{cfg.strategy} r{repeat}", unit="round",
+                   disable=None if self.progress else True, leave=False)
+        for rnd in bar:
+            t0 = time.perf_counter()
+            updates, n_train, status, train_loss = {}, {}, {}, {}
+            for i in range(K):
+                sent = server.model_for(i) if federated else None
+                try:
+                    new_state, shared_out, m = local_train(task, local[i], sent, datas[i], cfg,
+                                                           client=i, rnd=rnd, repeat=repeat, keys=keys)
+                except Exception as exc:  # a client crash must not end the round
+                    log.warning("round %d: client %d failed during local training: %r", rnd, i, exc)
+                    self.failures.append({"strategy": cfg.strategy, "repeat": repeat, "round": rnd,
+                                          "client": i, "error": repr(exc)})
+                    status[i] = "failed"
+                    continue
+                local[i] = new_state
+                updates[i], n_train[i], train_loss[i] = shared_out, m["n_train"], m["train_loss"]
+                status[i] = "ok"
+            if federated:
+                accepted, rejected = core.filter_updates(updates, server.global_shared, rnd)
+                for rec in rejected:
+                    status[int(rec.client)] = "rejected"
+                    self.rejected.append({"strategy": cfg.strategy, "repeat": repeat, **rec.to_dict()})
+                if len(accepted) < cfg.min_clients:
+                    raise RoundFailed(f"round {rnd}: only {len(accepted)} client update(s) accepted, "
+                                      f"min_clients={cfg.min_clients}")
+                server.aggregate(accepted, n_train)
+            elif sum(s == "ok" for s in status.values()) < cfg.min_clients:
+                raise RoundFailed(f"round {rnd}: fewer than min_clients={cfg.min_clients} clients trained")
+            for i in range(K):
+                sent = server.model_for(i) if federated else None
+                ev = local_evaluate(task, local[i], sent, datas[i], cfg)
+                records.append({"strategy": cfg.strategy, "repeat": repeat, "round": rnd, "client": i,
+                                "status": status[i], "n_train": datas[i].n_train,
+                                "train_loss": train_loss.get(i), **ev})
+            self.round_times.append(time.perf_counter() - t0)
+            last = [r for r in records if r["round"] == rnd and r["repeat"] == repeat]
+            bar.set_postfix(uf1=f"{sum(r['uf1'] for r in last) / len(last):.3f}")
+
+    def run(self, out_dir: str | Path | None = None) -> dict:
+        """Run all repeats; write ``metrics.json``/``metrics.csv`` (and plots) to ``out_dir``.
+
+        Returns:
+            ``{"config", "records", "summary", "failures", "rejected", "round_times"}``.
+        """
+        cfg = self.config
+        parts = partition(self.subjects, cfg.clients, cfg.part_seed)
+        records: list[dict] = []
+        for repeat in range(cfg.repeats):
+            self._run_repeat(repeat, parts, records)
+        result = {"engine": "inprocess", "config": cfg.to_dict(), "records": records,
+                  "summary": summarize(records), "failures": self.failures,
+                  "rejected": self.rejected, "round_times": self.round_times,
+                  "client_sizes": [int(len(p)) for p in parts]}
+        if out_dir is not None:
+            write_outputs(result, out_dir)
+        return result
+
+
+def write_outputs(result: dict, out_dir: str | Path, plots: bool = True) -> Path:
+    """Write ``metrics.json``, ``metrics.csv`` and the plots of ``result`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", result)
+    write_csv(out / "metrics.csv", result["records"])
+    if plots:
+        from .plots import plot_clients, plot_loss
+        plot_clients(result["records"], out / "clients_uf1_uar.png")
+        plot_loss(result["records"], out / "loss_by_round.png")
+    return out

@@ -1,0 +1,226 @@
+"""What a client trains: model factory, data loading, one epoch, evaluation.
+
+Every engine (in-process, Flower simulation, Flower deployment) talks to a
+:class:`Task`, so the local work is the same code everywhere:
+
+* :class:`FedPsyAUTask` — the paper's network (``FedPsyAU``) on a preprocessed cache
+  (``MEDataset``), trained with ``train_one_epoch`` / ``evaluate`` of
+  :mod:`psyau_graph.train.fit`.
+* :class:`ToyTask` — a tiny MLP (with a BatchNorm layer, so FedBN is exercised) on
+  a small tensor file; used for plumbing tests and for the scaling benchmark where
+  the network itself is not what is measured.
+
+A task is rebuilt from a plain dict (``task_spec``) in each Flower process, see
+:func:`make_task`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..train.metrics import uar, uf1, accuracy
+
+
+class Task(Protocol):
+    """Interface the federated engines use."""
+
+    num_classes: int
+
+    def make_model(self) -> nn.Module: ...
+
+    def load_dataset(self, data_path: str | Path) -> Any: ...
+
+    def subjects(self, dataset) -> list[str]: ...
+
+    def loader(self, dataset, indices: np.ndarray, batch_size: int, shuffle: bool,
+               seed: int) -> Iterable: ...
+
+    def train_epoch(self, model: nn.Module, loader, optimizer,
+                    extra_loss: Callable[[nn.Module], torch.Tensor] | None) -> dict: ...
+
+    def evaluate(self, model: nn.Module, loader) -> dict: ...
+
+
+# --------------------------------------------------------------------------- FED-PsyAU
+class FedPsyAUTask:
+    """The paper's network on a preprocessed cache.
+
+    Args:
+        model_config: ``dict`` of :class:`psyau_graph.nn.FedPsyAUConfig` fields (default: paper).
+        label_scheme: label scheme of ``MEDataset`` (default: ``None`` = the dataset's own).
+    """
+
+    def __init__(self, model_config: dict | None = None, label_scheme: str | None = None):
+        self.model_config = dict(model_config or {})
+        self.label_scheme = label_scheme
+        self.num_classes = int(self.model_config.get("num_classes", 3))
+
+    def _config(self):
+        from ..nn import FedPsyAUConfig
+        return FedPsyAUConfig(**self.model_config)
+
+    def make_model(self) -> nn.Module:
+        from ..nn import FedPsyAU
+        return FedPsyAU(self._config())
+
+    def load_dataset(self, data_path):
+        from ..data.dataset import MEDataset
+        ds = MEDataset(data_path, label_scheme=self.label_scheme)
+        if int(ds.num_classes) != self.num_classes:
+            self.model_config["num_classes"] = int(ds.num_classes)
+            self.num_classes = int(ds.num_classes)
+        return ds
+
+    def subjects(self, dataset) -> list[str]:
+        return [str(s) for s in dataset.subjects]
+
+    def loader(self, dataset, indices, batch_size, shuffle, seed):
+        from ..train.fit import make_loader
+        subset = dataset[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
+        return make_loader(subset, batch_size, shuffle=shuffle, seed=int(seed))
+
+    def train_epoch(self, model, loader, optimizer, extra_loss):
+        from ..train.fit import train_one_epoch
+        return dict(train_one_epoch(model, loader, optimizer,
+                                    loss_weights=tuple(self._config().loss_weights),
+                                    extra_loss=extra_loss, progress=False))
+
+    def evaluate(self, model, loader):
+        from ..train.fit import evaluate
+        out = evaluate(model, loader, num_classes=self.num_classes,
+                       loss_weights=tuple(self._config().loss_weights), progress=False)
+        return {k: float(out[k]) for k in ("uf1", "uar", "acc", "loss") if k in out}
+
+
+# --------------------------------------------------------------------------- toy task
+class _ToyNet(nn.Module):
+    def __init__(self, features: int, hidden: int, classes: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(features, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class ToyTask:
+    """A small MLP classifier on a tensor file ``{"x": (N, F), "y": (N,), "subjects": [...]}``.
+
+    Args:
+        features: input features F (default: ``8``).
+        hidden: hidden units (default: ``16``).
+        num_classes: classes (default: ``3``).
+        fail: ``{"client": i, "round": t}`` pairs at which local training raises (fault
+            injection for tests) (default: none).
+    """
+
+    def __init__(self, features: int = 8, hidden: int = 16, num_classes: int = 3,
+                 fail: Iterable[tuple[int, int]] = ()):
+        self.features, self.hidden, self.num_classes = int(features), int(hidden), int(num_classes)
+        self.fail = {(int(c), int(r)) for c, r in fail}
+
+    def make_model(self) -> nn.Module:
+        return _ToyNet(self.features, self.hidden, self.num_classes)
+
+    def load_dataset(self, data_path):
+        path = Path(data_path)
+        if path.is_dir():
+            path = path / "toy.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"toy data file not found: {path}")
+        d = torch.load(path, weights_only=False)
+        for k in ("x", "y", "subjects"):
+            if k not in d:
+                raise ValueError(f"{path}: missing key {k!r} (expected x, y, subjects)")
+        if d["x"].shape[1] != self.features:
+            raise ValueError(f"{path}: x has {d['x'].shape[1]} features, task expects {self.features}")
+        return d
+
+    def subjects(self, dataset) -> list[str]:
+        return [str(s) for s in dataset["subjects"]]
+
+    def loader(self, dataset, indices, batch_size, shuffle, seed):
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        x, y = dataset["x"][idx], dataset["y"][idx]
+        g = torch.Generator().manual_seed(int(seed))
+        order = torch.randperm(len(idx), generator=g) if shuffle else torch.arange(len(idx))
+        return [(x[order[i:i + batch_size]], y[order[i:i + batch_size]])
+                for i in range(0, len(idx), batch_size)]
+
+    def check_fault(self, client: int, rnd: int) -> None:
+        if (int(client), int(rnd)) in self.fail:
+            raise RuntimeError(f"injected failure of client {client} in round {rnd}")
+
+    def train_epoch(self, model, loader, optimizer, extra_loss):
+        model.train()
+        total, n = 0.0, 0
+        for x, y in loader:
+            if len(y) < 2:  # BatchNorm needs 2 samples in training mode
+                continue
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(y)
+            n += len(y)
+        return {"loss": total / max(n, 1)}
+
+    @torch.no_grad()
+    def evaluate(self, model, loader):
+        model.eval()
+        ys, ps, total, n = [], [], 0.0, 0
+        for x, y in loader:
+            logits = model(x)
+            total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            n += len(y)
+            ys.append(y)
+            ps.append(logits.argmax(1))
+        if n == 0:
+            return {"uf1": math.nan, "uar": math.nan, "acc": math.nan, "loss": math.nan}
+        yt, yp = torch.cat(ys).numpy(), torch.cat(ps).numpy()
+        return {"uf1": float(uf1(yt, yp, self.num_classes)), "uar": float(uar(yt, yp, self.num_classes)),
+                "acc": float(accuracy(yt, yp)), "loss": total / n}
+
+
+def make_toy_data(path: str | Path, subjects: int = 6, per_subject: int = 20, features: int = 8,
+                  num_classes: int = 3, seed: int = 0, shift: float = 1.0) -> Path:
+    """Write a heterogeneous toy set: class means shared, a per-subject offset of size ``shift``.
+
+    Returns the written path (atomic write).
+    """
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(num_classes, features, generator=g) * 2.0
+    xs, ys, subs = [], [], []
+    for s in range(subjects):
+        offset = torch.randn(features, generator=g) * shift
+        # label skew per subject: heterogeneous clients
+        probs = torch.softmax(torch.randn(num_classes, generator=g) * 1.5, 0)
+        y = torch.multinomial(probs, per_subject, replacement=True, generator=g)
+        x = means[y] + offset + torch.randn(per_subject, features, generator=g)
+        xs.append(x)
+        ys.append(y)
+        subs += [f"s{s:02d}"] * per_subject
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"x": torch.cat(xs), "y": torch.cat(ys), "subjects": subs}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def make_task(spec: dict) -> Task:
+    """Build a task from a plain dict ``{"name": "fedpsyau"|"toy", ...options}``."""
+    spec = dict(spec)
+    name = spec.pop("name", "fedpsyau")
+    if name == "fedpsyau":
+        return FedPsyAUTask(**spec)
+    if name == "toy":
+        return ToyTask(**spec)
+    raise ValueError(f"unknown task {name!r}; expected 'fedpsyau' or 'toy'")
