@@ -276,16 +276,19 @@ class DPKGATConv(MessagePassing):
 
     def _mix(self, attn: Tensor, prior: Tensor, beta: BetaLike, index: Tensor, dim_size: Optional[int]) -> Tensor:
         """(E, H) softmax attention, (E,) raw prior -> (E, H) mixed attention."""
+        if isinstance(beta, Tensor):
+            beta = beta.to(attn.dtype)
         if self.prior_mode == "authors":
             d = softmax(prior, index, None, dim_size).unsqueeze(-1)
-            mixed = (1 - beta) * attn + beta * d
+            mixed = torch.lerp(attn, d.expand_as(attn), beta)
             total = scatter(mixed, index, 0, dim_size, reduce="sum")
             return mixed / total.index_select(0, index).clamp_min(1e-16)
         mass = scatter(prior, index, 0, dim_size, reduce="sum").index_select(0, index)
-        has_mass = (mass > 0).unsqueeze(-1)
         d = (prior / mass.clamp_min(torch.finfo(prior.dtype).tiny)).unsqueeze(-1)
-        d = torch.where(has_mass, d, attn)  # zero prior mass: the prior abstains
-        return (1 - beta) * attn + beta * d
+        # (1 - w) * attn + w * d in one kernel (exact at w = 0 and w = 1); w = 0 where the
+        # target's prior mass is 0, so the prior abstains there
+        weight = (mass > 0).unsqueeze(-1) * beta
+        return torch.lerp(attn, d.expand_as(attn), weight.to(attn.dtype).expand_as(attn))
 
     def _check_prior(self, edge_prior: Tensor, edge_index: Tensor) -> Tensor:
         if not isinstance(edge_prior, Tensor):
@@ -297,11 +300,7 @@ class DPKGATConv(MessagePassing):
         if not edge_prior.is_floating_point():
             edge_prior = edge_prior.float()
         if not is_compiling() and num_edges > 0:
-            ok = (edge_prior >= 0) & (edge_prior < float("inf"))
-            if not bool(ok.all()):
-                bad = int((~ok).nonzero()[0, 0])
-                raise ValueError(f"edge_prior must be finite and non-negative; edge {bad} has "
-                                 f"{edge_prior[bad].item()}")
+            _check_finite_non_negative(edge_prior, "edge_prior", "edge")
         return edge_prior
 
     def _self_loops(self, edge_index: Tensor, prior: Optional[Tensor], num_nodes: int):
@@ -373,8 +372,8 @@ class DPKGATConv(MessagePassing):
             if prior.shape != (N, N):
                 raise ValueError(f"prior must have shape ({N}, {N}), got {tuple(prior.shape)}")
             prior = prior.to(x.dtype)
-            if not is_compiling() and not bool(((prior >= 0) & (prior < float("inf"))).all()):
-                raise ValueError("prior must be finite and non-negative")
+            if not is_compiling():
+                _check_finite_non_negative(prior.flatten(), "prior", "flat entry")
             prior = prior.masked_fill(~mask, 0.0)
         if self.add_self_loops:
             eye = torch.eye(N, dtype=torch.bool, device=x.device)
@@ -397,15 +396,17 @@ class DPKGATConv(MessagePassing):
         alpha = torch.softmax(e, dim=-1).masked_fill(~mask, 0.0)  # rows without edges: 0
 
         if prior is not None and not (isinstance(beta_t, float) and beta_t == 0.0):
+            if isinstance(beta_t, Tensor):
+                beta_t = beta_t.to(alpha.dtype)
             if self.prior_mode == "authors":
                 d = torch.softmax(prior.masked_fill(~mask, float("-inf")), dim=-1).masked_fill(~mask, 0.0)
-                alpha = (1 - beta_t) * alpha + beta_t * d
+                alpha = torch.lerp(alpha, d.expand_as(alpha), beta_t)
                 alpha = alpha / alpha.sum(-1, keepdim=True).clamp_min(1e-16)
             else:
                 mass = prior.sum(-1, keepdim=True)
                 d = prior / mass.clamp_min(torch.finfo(prior.dtype).tiny)
-                d = torch.where(mass > 0, d, alpha)
-                alpha = (1 - beta_t) * alpha + beta_t * d
+                weight = ((mass > 0) * beta_t).to(alpha.dtype).expand_as(alpha)
+                alpha = torch.lerp(alpha, d.expand_as(alpha), weight)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
 
         out = (alpha @ f).transpose(1, 2)  # (B, N, H, C)
@@ -438,6 +439,16 @@ def _check_beta(beta: BetaLike, name: str) -> BetaLike:
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {beta}")
     return beta
+
+
+def _check_finite_non_negative(values: Tensor, name: str, what: str) -> None:
+    """Raise naming the first bad entry; two cheap reductions on the common (valid) path."""
+    if bool(torch.isfinite(values.sum())) and bool(values.min() >= 0):
+        return
+    ok = (values >= 0) & torch.isfinite(values)
+    if not bool(ok.all()):
+        bad = int((~ok).nonzero()[0, 0])
+        raise ValueError(f"{name} must be finite and non-negative; {what} {bad} has {values[bad].item()}")
 
 
 def _sparse_to_edges(adj: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
