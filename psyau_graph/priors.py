@@ -502,31 +502,45 @@ def read_au_sets(path, dataset: str, *, errors: str = "raise") -> tuple[list[FAC
     """AU sets, one per sample row, of an annotation sheet.
 
     Uses ``psyau_graph.data.annotations.read_annotations`` when that module is
-    available, else a small reader that finds the header row by its AU column
-    ("Action Units"/"AU") and a "Filename"/"Subject" column (SAMM: sheet MICRO_ONLY;
-    CAS(ME)^3: sheet "label"; otherwise the first sheet). Blank rows are skipped.
+    available and knows ``dataset``; its rules then decide which rows are samples
+    (duplicates and rows without subject/onset/emotion are skipped and reported;
+    partly readable AU codes keep the readable AUs, with a note). Otherwise a small
+    reader is used: it finds the header row by its AU column ("Action Units"/"AU")
+    and a "Filename"/"Subject" column (SAMM: sheet MICRO_ONLY; CAS(ME)^3: sheet
+    "label"; otherwise the first sheet), skips blank rows, and treats every other
+    row as a sample.
 
     Args:
         path: xlsx or csv file.
-        dataset: "casme2", "samm", "casme3", ... (selects the layout).
-        errors: "raise" (default): an unreadable AU code raises
-            :class:`~psyau_graph.au.FACSParseError` naming file and row. "report":
-            such rows are left out and described in the returned problem list.
+        dataset: "casme2", "samm", "casme3", ... (selects the layout); any other
+            name uses the small reader.
+        errors: "raise" (default): an unreadable row raises, naming file and row.
+            "report": such rows are left out and described in the returned list.
 
     Returns:
-        ``(au_sets, problems)``.
+        ``(au_sets, report)``: one frozenset per sample, and one human-readable line
+        per reported row (``"<file> row <n>: <problem> (<action>)"``).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation sheet not found: {path}")
+    if errors not in ("raise", "report"):
+        raise ValueError(f"errors={errors!r}: expected 'raise' or 'report'")
     try:
-        from .data.annotations import read_annotations  # the DATA module, when present
+        from .data import annotations as _annotations  # the data-set module, when present
     except ImportError:
-        read_annotations = None
-    if read_annotations is not None:
-        df = read_annotations(path, dataset, errors=errors)
-        problems = [str(p) for p in df.attrs.get("report", [])]
-        return [frozenset(int(a) for a in v) for v in df["aus"]], problems
+        _annotations = None
+    known = getattr(_annotations, "FORMATS", {}) if _annotations is not None else {}
+    if _annotations is not None and dataset in known:
+        df = _annotations.read_annotations(path, dataset, errors=errors)
+        report = []
+        for entry in df.attrs.get("report", []):
+            if isinstance(entry, dict):
+                report.append(f"{entry.get('file', path.name)} row {entry.get('row')}: {entry.get('problem')} "
+                              f"({entry.get('action', 'reported')})")
+            else:
+                report.append(str(entry))
+        return [frozenset(int(a) for a in v) for v in df["aus"]], report
     return _read_sheet_internal(path, dataset, errors)
 
 

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     comp.add_argument("--region", choices=("global", "upper", "lower"), default="global",
                       help="12×12 (global, default) or a 6×6 restriction")
     comp.add_argument("--strict", action="store_true",
-                      help="fail on the first unreadable AU code (default: skip and report such rows)")
+                      help="fail on the first unreadable row (default: skip such rows and report them)")
     comp.add_argument("--plot", type=Path, default=None, help="also write a heatmap PNG here")
     p.set_defaults(_run=run)
     return p
@@ -78,11 +78,11 @@ def _compute(args) -> int:
 
     prior, info = cooccurrence_prior(args.annotations, dataset=args.dataset, region=args.region,
                                      errors="raise" if args.strict else "report", return_counts=True)
-    for problem in info["problems"]:
-        print(f"unreadable: {problem}", file=sys.stderr)
+    for line in info["problems"]:
+        print(f"report: {line}", file=sys.stderr)
     out = save_prior_csv(prior, args.out, aus=region_aus(args.region))
     counts = info["counts"].diagonal()
-    print(f"{info['n_samples']} samples read, {len(info['problems'])} unreadable rows skipped; "
+    print(f"{info['n_samples']} samples read, {len(info['problems'])} report entries (stderr); "
           f"AU sample counts: " + ", ".join(f"AU{a}={c}" for a, c in zip(region_aus("global"), counts)))
     print(out)
     if args.plot is not None:
@@ -102,5 +102,11 @@ def run(args) -> int:
         if not args.annotations.is_file():
             print(f"psyau priors compute: annotation file not found: {args.annotations}", file=sys.stderr)
             return 2
-        return _compute(args)
+        from ..au import FACSParseError
+
+        try:
+            return _compute(args)
+        except FACSParseError as exc:  # --strict and an unreadable code: say where
+            print(f"psyau priors compute: {exc}", file=sys.stderr)
+            return 2
     raise ValueError(f"unknown priors action {args.priors_command!r}")
