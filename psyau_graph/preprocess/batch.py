@@ -1,0 +1,289 @@
+"""A whole data set through :func:`preprocess_clip`, cached one file per clip, resumable.
+
+Cache layout (see the contract in the docs)::
+
+    <cache>/clips/<dataset>/<subject>/<clip>.pt   torch.save(dict) per clip
+    <cache>/report.json                            what the last run did
+
+Each clip file holds ``rois`` (65, 3, 5, 5) float32, ``flow28`` (3, 28, 28) float32,
+``keypoints`` (65, 2) float32, ``flow`` (3, 128, 128) float16 and ``meta`` (dataset,
+subject, clip, onset, apex, offset, aus, emotion, flow_method, plus apex_numbers,
+face_box, notes, row). Files are written to a temporary name in the same folder
+(``.<clip>.<random>.pt.tmp``, never matching ``*.pt``) and moved into place with
+:func:`os.replace`, so a killed run leaves either a complete file or a stray temp
+file, which the next run deletes. A clip whose ``.pt`` exists is not redone.
+
+Clips run in a :mod:`multiprocessing` pool (``workers`` processes, one torch
+thread each). On Linux the pool is forked after the dlib models are loaded in the
+parent, so workers share them instead of loading ~100 MB each.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["clip_cache_path", "save_clip", "load_clip_cache", "preprocess_dataset", "atomic_write_json"]
+
+log = logging.getLogger(__name__)
+TEMP_SUFFIX = ".pt.tmp"
+#: test hook: the parent SIGKILLs its own process group after this many clips were written
+KILL_AFTER_ENV = "PSYAU_PREPROCESS_KILL_AFTER"
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def _safe(part) -> str:
+    s = _SAFE.sub("_", str(part)).strip(".")
+    if not s:
+        raise ValueError(f"cannot build a cache file name from {part!r}")
+    return s
+
+
+def clip_cache_path(cache_dir, dataset: str, subject, clip) -> Path:
+    """``<cache>/clips/<dataset>/<subject>/<clip>.pt`` (names sanitised to ``[A-Za-z0-9._+-]``)."""
+    return Path(cache_dir) / "clips" / _safe(dataset) / _safe(subject) / f"{_safe(clip)}.pt"
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path, obj) -> None:
+    """Write JSON via a temp file in the same folder + :func:`os.replace`."""
+    _atomic_write(Path(path), lambda fh: fh.write((json.dumps(obj, indent=1, default=str) + "\n").encode()))
+
+
+def save_clip(path, features, meta: dict) -> None:
+    """Write one clip's cache file atomically (contract format, ``flow`` as float16)."""
+    import torch
+
+    obj = {
+        "rois": torch.from_numpy(np.ascontiguousarray(features.rois, dtype=np.float32)),
+        "flow28": torch.from_numpy(np.ascontiguousarray(features.flow28, dtype=np.float32)),
+        "keypoints": torch.from_numpy(np.ascontiguousarray(features.keypoints, dtype=np.float32)),
+        "flow": torch.from_numpy(np.ascontiguousarray(features.flow)).to(torch.float16),
+        "meta": meta,
+    }
+    _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+
+
+def load_clip_cache(path) -> dict:
+    """Load a clip file and check its keys and shapes (raises ValueError naming the file)."""
+    import torch
+
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    want = {"rois": (65, 3, 5, 5), "flow28": (3, 28, 28), "keypoints": (65, 2)}
+    for k, shape in want.items():
+        if k not in d or tuple(d[k].shape) != shape:
+            raise ValueError(f"{path}: {k} missing or not of shape {shape}")
+    if "flow" not in d or d["flow"].ndim != 3 or "meta" not in d:
+        raise ValueError(f"{path}: flow (3, H, W) or meta missing")
+    return d
+
+
+def _jsonable(v):
+    if v is None:
+        return None
+    try:
+        import pandas as pd
+
+        if v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            return None
+    except ImportError:
+        pass
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v
+
+
+def _job(row, dataset: str, cache_dir: Path) -> dict:
+    get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
+    aus = get("aus", None)
+    aus = sorted(int(a) for a in aus) if aus is not None and not isinstance(aus, float) else []
+    subject, clip = str(get("subject")), str(get("clip"))
+    offset = _jsonable(get("offset", None))
+    emotion = get("emotion", None)
+    meta = {"dataset": dataset, "subject": subject, "clip": clip, "onset": int(get("onset")),
+            "apex": int(get("apex")), "offset": None if offset is None else int(offset),
+            "aus": aus, "emotion": None if _jsonable(emotion) is None else str(emotion)}
+    extra = {k: _jsonable(get(k, None)) for k in ("row", "subset") if get(k, None) is not None}
+    return {"meta": meta, "row": {**meta, **extra}, "path": str(clip_cache_path(cache_dir, dataset, subject, clip))}
+
+
+_OPTS: dict = {}
+
+
+def _init_worker(opts: dict) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _OPTS.clear()
+    _OPTS.update(opts)
+
+
+def _run_job(job: dict) -> dict:
+    """Process one clip in a worker; returns a status record (never raises in 'skip' mode)."""
+    from .pipeline import preprocess_clip
+
+    o = _OPTS
+    meta = job["meta"]
+    t0 = time.perf_counter()
+    try:
+        from psyau_graph.data.layouts import find_clip_frames
+
+        frames = find_clip_frames(o["frames_root"], job["row"], o["layout"], dataset=o["dataset"])
+        name = f"{meta['dataset']}/{meta['subject']}/{meta['clip']}"
+        feats = preprocess_clip(frames, meta["onset"], meta["apex"], flow=o["flow"],
+                                apex_window=o["apex_window"], landmarks_backend=o["landmarks_backend"],
+                                name=name)
+        full = dict(meta, flow_method=o["flow"], apex_used=feats.apex, onset_used=feats.onset,
+                    apex_numbers=feats.apex_numbers, face_box=list(feats.face_box), notes=feats.notes,
+                    row=job["row"].get("row"))
+        save_clip(job["path"], feats, full)
+        return {"status": "processed", "subject": meta["subject"], "clip": meta["clip"],
+                "seconds": time.perf_counter() - t0, "timings": feats.timings, "notes": feats.notes}
+    except Exception as exc:  # recorded in the report with its type; re-raised unless errors="skip"
+        if o["errors"] != "skip":
+            raise
+        return {"status": "skipped", "subject": meta["subject"], "clip": meta["clip"],
+                "row": job["row"].get("row"), "reason": f"{type(exc).__name__}: {exc}",
+                "seconds": time.perf_counter() - t0}
+
+
+def _remove_stale_temps(cache_dir: Path) -> int:
+    root = cache_dir / "clips"
+    n = 0
+    if root.is_dir():
+        for f in root.rglob(f"*{TEMP_SUFFIX}"):
+            f.unlink()
+            n += 1
+    return n
+
+
+def _maybe_kill(written: int) -> None:
+    limit = os.environ.get(KILL_AFTER_ENV)
+    if limit and written >= int(limit):
+        if os.getpgrp() != os.getpid():
+            raise RuntimeError(f"{KILL_AFTER_ENV} is a test hook; it needs the run to lead its own "
+                               "process group (start it with start_new_session=True)")
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, layout: str | None = None,
+                       flow: str = "tvl1", workers: int = 2, apex_window: int = 1, errors: str = "skip",
+                       landmarks_backend: str = "dlib", progress: bool = True) -> dict:
+    """Preprocess every annotated clip into the cache; resumable; writes ``report.json``.
+
+    Args:
+        annotations_df: table from :func:`psyau_graph.data.annotations.read_annotations`
+            (columns subject, clip, onset, apex, offset, aus, emotion[, row]).
+        frames_root: the data set's frame root (see :mod:`psyau_graph.data.layouts`).
+        cache_dir: output folder.
+        dataset: data set name (cache sub-folder, default layouts).
+        layout: frame layout pattern or data set name (default None: the dataset's layouts).
+        flow: "tvl1" (default), "dis" or "farneback".
+        workers: processes (default: 2; 1 = in-process, no pool).
+        apex_window: ± frames averaged around the apex (default: 1).
+        errors: "skip" (default: a failing clip is reported and skipped) or "raise".
+        landmarks_backend: "dlib" (default) or "face_alignment".
+        progress: show a tqdm bar (default: True; hidden automatically off a TTY).
+
+    Returns:
+        the report dict also written to ``<cache>/report.json``: counts ``total``,
+        ``processed``, ``cached`` (already present, not redone), ``skipped`` (list with
+        reasons), ``duplicates``, ``notes`` (per clip), ``timings``.
+    """
+    from tqdm.auto import tqdm
+
+    if errors not in ("skip", "raise"):
+        raise ValueError(f"errors: expected 'skip' or 'raise', got {errors!r}")
+    if workers < 1:
+        raise ValueError(f"workers: expected ≥ 1, got {workers}")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    stale = _remove_stale_temps(cache_dir)
+    records = annotations_df.to_dict("records") if hasattr(annotations_df, "to_dict") else list(annotations_df)
+    jobs, cached, duplicates, seen = [], 0, [], set()
+    for rec in records:
+        job = _job(rec, dataset, cache_dir)
+        if job["path"] in seen:
+            duplicates.append({"subject": job["meta"]["subject"], "clip": job["meta"]["clip"],
+                               "row": job["row"].get("row"), "reason": "duplicate subject/clip"})
+            continue
+        seen.add(job["path"])
+        if os.path.exists(job["path"]):
+            cached += 1
+        else:
+            jobs.append(job)
+    opts = {"frames_root": str(frames_root), "layout": layout, "dataset": dataset, "flow": flow,
+            "apex_window": apex_window, "errors": errors, "landmarks_backend": landmarks_backend}
+    results = []
+    bar = tqdm(total=len(jobs), desc=f"preprocess {dataset}", unit="clip", disable=None if progress else True)
+    written = 0
+
+    def _collect(res):
+        nonlocal written
+        results.append(res)
+        bar.update(1)
+        if res["status"] == "processed":
+            written += 1
+            _maybe_kill(written)
+
+    try:
+        if workers == 1 or len(jobs) <= 1:
+            _init_worker(opts)
+            for job in jobs:
+                _collect(_run_job(job))
+        else:
+            if landmarks_backend == "dlib":
+                from .landmarks import _dlib
+
+                _dlib()  # load once here; forked workers share it
+            methods = mp.get_all_start_methods()
+            ctx = mp.get_context("fork" if "fork" in methods else None)
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(opts,)) as pool:
+                for res in pool.imap_unordered(_run_job, jobs, chunksize=1):
+                    _collect(res)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t_start
+    done = [r for r in results if r["status"] == "processed"]
+    skipped = [r for r in results if r["status"] == "skipped"]
+    stages: dict[str, list[float]] = {}
+    for r in done:
+        for k, v in r["timings"].items():
+            stages.setdefault(k, []).append(v)
+    report = {
+        "dataset": dataset, "flow_method": flow, "workers": workers, "apex_window": apex_window,
+        "total": len(records), "processed": len(done), "cached": cached,
+        "skipped": [{k: r.get(k) for k in ("subject", "clip", "row", "reason")} for r in skipped],
+        "duplicates": duplicates, "stale_temp_files_removed": stale,
+        "notes": [{"subject": r["subject"], "clip": r["clip"], "notes": r["notes"]} for r in done if r["notes"]],
+        "timings": {"wall_s": wall, "clips_per_s": (len(done) / wall) if wall > 0 and done else None,
+                    "clip_s_median": float(np.median([r["seconds"] for r in done])) if done else None,
+                    "stage_s_mean": {k: float(np.mean(v)) for k, v in stages.items()}},
+    }
+    atomic_write_json(cache_dir / "report.json", report)
+    if skipped:
+        log.warning("%d clip(s) skipped; see %s", len(skipped), cache_dir / "report.json")
+    return report

@@ -1,0 +1,193 @@
+"""One clip through every stage: frames → face → alignment → flow + strain → keypoints → ROIs.
+
+:func:`preprocess_clip` chains :mod:`.frames`, :mod:`.landmarks`, :mod:`.align`,
+:mod:`.flow`/:mod:`.strain`, :mod:`.keypoints` and :mod:`.rois` and returns a
+:class:`ClipFeatures`. Choices made here:
+
+- landmarks are detected on the onset frame only; one similarity transform from
+  them aligns every frame used (onset and the apex window);
+- the flow onset → each apex-window frame is computed on the 128×128 crops
+  (one batched call), the flows are averaged, then the strain of the averaged
+  flow is taken (ε of the mean flow, so ε stays the strain of the u, v stored);
+- keypoints are the 65 points mapped from the aligned onset landmarks.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .align import AlignConfig, alignment_matrix, transform_points, warp_frames
+from .frames import open_clip, select_frames
+from .keypoints import landmarks_to_keypoints
+from .landmarks import detect_landmarks
+from .rois import extract_rois, face_flow_map
+
+__all__ = ["ClipFeatures", "preprocess_clip", "flow_batch", "flow_and_strain"]
+
+log = logging.getLogger(__name__)
+FLOW_METHODS = ("tvl1", "dis", "farneback")
+
+
+@dataclass
+class ClipFeatures:
+    """Everything the network needs from one clip (plus what produced it).
+
+    Attributes:
+        rois: (65, 3, 5, 5) float32 patches of (u, v, ε) around the keypoints.
+        flow28: (3, 28, 28) float32 whole-face (u, v, ε) map, area-resized.
+        keypoints: (65, 2) float32 (x, y) in the 128×128 crop.
+        flow: (3, 128, 128) float32 (u, v, ε) on the crop.
+        onset_crop: (128, 128) uint8 aligned onset frame.
+        apex_crop: (128, 128) uint8 aligned apex frame.
+        landmarks: (68, 2) float32 dlib landmarks in the crop.
+        matrix: (2, 3) float64 frame → crop similarity transform.
+        onset, apex: frame numbers used; apex_numbers: the averaged apex window.
+        face_box: (left, top, right, bottom) in the onset frame.
+        flow_method: "tvl1" | "dis" | "farneback".
+        notes: changes made to the annotation (e.g. onset == apex) and warnings.
+        timings: seconds per stage.
+    """
+
+    rois: np.ndarray
+    flow28: np.ndarray
+    keypoints: np.ndarray
+    flow: np.ndarray
+    onset_crop: np.ndarray
+    apex_crop: np.ndarray
+    landmarks: np.ndarray
+    matrix: np.ndarray
+    onset: int
+    apex: int
+    apex_numbers: list[int]
+    face_box: tuple[int, int, int, int]
+    flow_method: str
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def flow_batch(onsets: np.ndarray, apexes: np.ndarray, method: str = "tvl1", **params) -> np.ndarray:
+    """Optical flow for a batch of grey pairs via :func:`psyau_graph.preprocess.flow.compute_flow_batch`.
+
+    Shapes:
+        onsets, apexes: (B, H, W) uint8; return: (B, 2, H, W) float32 (u, v).
+    """
+    if method not in FLOW_METHODS:
+        raise ValueError(f"flow: expected one of {FLOW_METHODS}, got {method!r}")
+    try:
+        from .flow import compute_flow_batch
+    except ImportError as exc:  # the flow module is absent: OpenCV stand-in, said loudly
+        log.warning("psyau_graph.preprocess.flow unavailable (%s); using the OpenCV fallback", exc)
+        return _fallback_flow_batch(onsets, apexes, method)
+    return compute_flow_batch(onsets, apexes, method, **params)
+
+
+def _fallback_flow_batch(onsets, apexes, method):
+    import cv2
+
+    if method == "tvl1":
+        from skimage.registration import optical_flow_tvl1
+
+        out = [optical_flow_tvl1(a / 255.0, b / 255.0)[::-1] for a, b in zip(onsets, apexes)]
+        return np.stack(out).astype(np.float32)
+    flows = []
+    for a, b in zip(onsets, apexes):
+        if method == "dis":
+            f = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
+        else:
+            f = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 11, 5, 5, 1.1, 0)
+        flows.append(f.transpose(2, 0, 1))
+    return np.stack(flows).astype(np.float32)
+
+
+def flow_and_strain(flow2: np.ndarray) -> np.ndarray:
+    """(u, v) → (u, v, ε) with ε = sqrt(u_x² + v_y² + ½(u_y + v_x)²).
+
+    Shapes:
+        flow2: (..., 2, H, W); return: (..., 3, H, W) float32.
+    """
+    try:
+        from .strain import flow_with_strain
+    except ImportError as exc:
+        log.warning("psyau_graph.preprocess.strain unavailable (%s); using numpy.gradient", exc)
+        u, v = flow2[..., 0, :, :], flow2[..., 1, :, :]
+        ux, uy = np.gradient(u, axis=-1), np.gradient(u, axis=-2)
+        vx, vy = np.gradient(v, axis=-1), np.gradient(v, axis=-2)
+        eps = np.sqrt(ux ** 2 + vy ** 2 + 0.5 * (uy + vx) ** 2)
+        return np.concatenate([flow2, eps[..., None, :, :]], axis=-3).astype(np.float32)
+    return np.asarray(flow_with_strain(flow2), dtype=np.float32)
+
+
+def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_window: int = 1,
+                    landmarks_backend: str = "dlib", name: str | None = None,
+                    align: AlignConfig | None = None, roi_size: int = 5, map_size: int = 28,
+                    detect_max_side: int = 320, flow_params: dict | None = None) -> ClipFeatures:
+    """Run one clip through the whole pipeline.
+
+    Args:
+        frames: a clip source (folder, video, path list, ``(number, path)`` list, arrays, ``Clip``),
+            see :func:`psyau_graph.preprocess.frames.open_clip`.
+        onset, apex: annotated frame numbers.
+        flow: "tvl1" (default), "dis" or "farneback".
+        apex_window: ± frames averaged around the apex (default: 1; 0 = apex only).
+        landmarks_backend: "dlib" (default) or "face_alignment".
+        name: clip name for messages.
+        align: crop geometry (default: :class:`AlignConfig()`, 128×128).
+        roi_size: ROI side (default: 5).
+        map_size: whole-face map side (default: 28).
+        detect_max_side: longest side for the fast downscaled face detection (default: 320).
+        flow_params: extra keyword arguments for the flow method.
+
+    Shapes:
+        see :class:`ClipFeatures` (S = ``align.size``, default 128).
+
+    Raises:
+        FrameError / MissingFrameError: bad or missing frames; NoFaceError: no face;
+        FloatingPointError: non-finite flow.
+    """
+    cfg = align or AlignConfig()
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    clip = open_clip(frames, name=name)
+    clip_name = clip.name
+    sel = select_frames(clip, onset, apex, apex_window=apex_window)
+    t["frames"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    det = detect_landmarks(sel.onset_image, backend=landmarks_backend, clip=clip_name,
+                           detect_max_side=detect_max_side)
+    notes = list(sel.notes)
+    if det.num_faces > 1:
+        notes.append(f"{det.num_faces} faces found in the onset frame; the largest was used")
+    t["landmarks"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    M = alignment_matrix(det.landmarks, cfg)
+    onset_crop = warp_frames(sel.onset_image, M, cfg.size)
+    apex_crops = warp_frames(sel.apex_images, M, cfg.size)
+    lm_crop = transform_points(det.landmarks, M)
+    t["align"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    n = len(apex_crops)
+    f2 = flow_batch(np.repeat(onset_crop[None], n, 0), apex_crops, flow, **(flow_params or {}))
+    mean_flow = f2.mean(axis=0)
+    flow3 = flow_and_strain(mean_flow)
+    if not np.all(np.isfinite(flow3)):
+        raise FloatingPointError(f"clip {clip_name!r}: non-finite values in the {flow} flow / strain")
+    t["flow"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    kp = landmarks_to_keypoints(lm_crop)
+    rois = extract_rois(flow3, kp, roi_size).astype(np.float32)
+    flow28 = face_flow_map(flow3, map_size).astype(np.float32)
+    t["rois"] = time.perf_counter() - t0
+
+    apex_pos = sel.apex_numbers.index(sel.apex) if sel.apex in sel.apex_numbers else n // 2
+    return ClipFeatures(
+        rois=rois, flow28=flow28, keypoints=kp.astype(np.float32), flow=flow3.astype(np.float32),
+        onset_crop=onset_crop, apex_crop=apex_crops[apex_pos], landmarks=lm_crop, matrix=M,
+        onset=sel.onset, apex=sel.apex, apex_numbers=list(sel.apex_numbers), face_box=det.box,
+        flow_method=flow, notes=notes, timings=t)
