@@ -1,0 +1,105 @@
+"""Flower ``ClientApp``: a thin wrapper over :mod:`psyau_graph.federated.client`.
+
+What a client reads: only its own data.
+
+* Deployment: the SuperNode's ``--node-config "data-path='...' partition-id=N"`` names
+  the lab's own cache; the whole of it is this client's data.
+* Simulation: every virtual node reads the run's ``data`` cache and keeps only its own
+  subject group (``partition-id`` of ``num-partitions``, same partition as the
+  in-process engine).
+
+What persists on the client between rounds lives in ``Context.state``: the full local
+model state (``"local-state"``, an ``ArrayRecord`` — this is where the BatchNorm
+statistics kept local under FedBN, and any non-shared tensor, survive between rounds).
+
+What crosses the wire in a reply: an ``ArrayRecord`` of the shared tensors (train) and a
+``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from ..client import ClientData, client_data, initial_state, local_evaluate, local_train, partition
+from ..task import make_task
+from .common import from_run_config
+
+log = logging.getLogger(__name__)
+
+#: per-process cache of loaded datasets: (path, task json) -> dataset
+_DATASETS: dict = {}
+
+
+def _setup(context: Context, spec: dict | None):
+    rc = spec if spec is not None else context.run_config
+    cfg, task_spec, extras = from_run_config(rc)
+    task = make_task(task_spec)
+    node = context.node_config
+    client = int(node.get("partition-id", 0))
+    own = str(node.get("data-path", "") or "")
+    path = own or extras["data"]
+    if not path:
+        raise ValueError("no data: set node config 'data-path' (deployment) or run config 'data'")
+    key = (path, repr(sorted(task_spec.items())))
+    if key not in _DATASETS:
+        _DATASETS[key] = task.load_dataset(path)
+    dataset = _DATASETS[key]
+    if own:
+        import numpy as np
+        indices = np.arange(len(task.subjects(dataset)))
+    else:
+        k = int(node.get("num-partitions", cfg.clients))
+        indices = partition(task.subjects(dataset), k, cfg.part_seed)[client]
+    data: ClientData = client_data(dataset, indices, cfg, extras["repeat"], client)
+    return cfg, task, data, client, extras
+
+
+def _local_state(context: Context, task, cfg, extras) -> dict:
+    if "local-state" in context.state:
+        return context.state["local-state"].to_torch_state_dict()
+    return initial_state(task, cfg.seed + extras["repeat"])
+
+
+def build_client_app(spec: dict | None = None) -> ClientApp:
+    """A ``ClientApp``; ``spec`` (a run-config dict) overrides ``context.run_config``
+    (used by the simulation engine, which has no run config of its own)."""
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg, task, data, client, extras = _setup(context, spec)
+        rnd = int(msg.content["config"]["server-round"])
+        if "proximal-mu" in msg.content["config"]:  # sent by Flower's FedProx (and PFedProx)
+            cfg = replace(cfg, mu=float(msg.content["config"]["proximal-mu"]))
+        shared_in = msg.content["arrays"].to_torch_state_dict()
+        full = _local_state(context, task, cfg, extras)
+        new_state, shared_out, m = local_train(task, full, shared_in, data, cfg, client=client,
+                                               rnd=rnd, repeat=extras["repeat"])
+        context.state["local-state"] = ArrayRecord(new_state)
+        metrics = MetricRecord({"num-examples": int(m["n_train"]),
+                                "train_loss": float(m["train_loss"]),
+                                "client-index": int(client)})
+        return Message(RecordDict({"arrays": ArrayRecord(shared_out), "metrics": metrics}),
+                       reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        cfg, task, data, client, extras = _setup(context, spec)
+        shared_in = msg.content["arrays"].to_torch_state_dict()
+        full = _local_state(context, task, cfg, extras)
+        ev = local_evaluate(task, full, shared_in, data, cfg)
+        metrics = {"num-examples": int(ev["n_test"]), "n_train": int(data.n_train),
+                   "client-index": int(client)}
+        for k in ("uf1", "uar", "acc", "loss"):
+            if k in ev:
+                metrics[k] = float(ev[k])
+        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    return app
+
+
+#: the app ``flwr run`` loads (``[tool.flwr.app.components] clientapp``)
+app = build_client_app()

@@ -1,0 +1,69 @@
+"""Run configuration shared by the Flower ServerApp and ClientApp.
+
+Flower passes a flat ``run_config`` (``[tool.flwr.app.config]`` of the app's
+pyproject, overridable with ``flwr run --run-config``) to both sides. We map the
+:class:`~psyau_graph.federated.config.FederatedConfig` fields onto kebab-case keys:
+
+======================  ==============================================
+key                     meaning
+======================  ==============================================
+``strategy``            fedavg | fedprox | p-fedprox
+``clients``             K (expected number of SuperNodes)
+``rounds``              R
+``local-epochs``        E
+``lr``, ``batch-size``  local optimiser
+``mu``, ``theta``       α4 and θ
+``seed``, ``repeat``    seeds (model init, splits, local training)
+``share-bn-stats``      share BatchNorm statistics (default false: FedBN)
+``min-clients``         accepted updates needed per round
+``task``                JSON of the task spec (``{"name": "fedpsyau", ...}``)
+``data``                simulation only: the cache every virtual node partitions
+``out``                 server side: folder for metrics.json/csv and plots
+``timeout``             seconds the server waits for replies per round
+======================  ==============================================
+
+Node config (per SuperNode): ``data-path`` (the node's own cache, deployment),
+``partition-id`` / ``num-partitions`` (set by the simulation runtime).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+from ..config import FederatedConfig
+
+_CFG_KEYS = {f.name: f.name.replace("_", "-") for f in fields(FederatedConfig)
+             if f.name not in ("exclude_prefixes", "partition_seed")}
+
+
+def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out: str = "",
+                  repeat: int = 0, timeout: float = 600.0) -> dict:
+    """Flat Flower run config for ``cfg`` (values are str/int/float/bool only)."""
+    rc = {key: getattr(cfg, name) for name, key in _CFG_KEYS.items()}
+    rc.update({"task": json.dumps(task_spec), "data": str(data), "out": str(out),
+               "repeat": int(repeat), "timeout": float(timeout),
+               "exclude-prefixes": ",".join(cfg.exclude_prefixes)})
+    return rc
+
+
+def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
+    """``(config, task_spec, extras)`` from a run config; ``extras`` has data/out/repeat/timeout."""
+    kw = {}
+    for name, key in _CFG_KEYS.items():
+        if key in rc:
+            kw[name] = rc[key]
+    for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats", "seed", "min_clients"):
+        if name in kw:
+            kw[name] = int(kw[name])
+    for name in ("mu", "theta", "lr", "weight_decay", "train_frac"):
+        if name in kw:
+            kw[name] = float(kw[name])
+    if "share_bn_stats" in kw:
+        kw["share_bn_stats"] = bool(kw["share_bn_stats"])
+    prefixes = str(rc.get("exclude-prefixes", "") or "")
+    kw["exclude_prefixes"] = tuple(p for p in prefixes.split(",") if p)
+    cfg = FederatedConfig(**kw)
+    task_spec = json.loads(str(rc.get("task", '{"name": "fedpsyau"}')))
+    extras = {"data": str(rc.get("data", "")), "out": str(rc.get("out", "")),
+              "repeat": int(rc.get("repeat", 0)), "timeout": float(rc.get("timeout", 600.0))}
+    return cfg, task_spec, extras

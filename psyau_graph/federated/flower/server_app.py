@@ -1,0 +1,67 @@
+"""Flower ``ServerApp``: builds the strategy and runs ``strategy.start``.
+
+The initial model is the same common initial model as the in-process engine (seeded
+from ``seed + repeat``); only its shared tensors are sent. At the end the server writes
+``metrics.json``/``metrics.csv`` and plots to the run config's ``out`` folder (if set).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from .. import core
+from ..client import initial_state
+from ..results import summarize
+from ..run import write_outputs
+from ..task import make_task
+from .common import from_run_config
+from .strategy import make_strategy
+
+log = logging.getLogger(__name__)
+
+
+def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | None = None
+                     ) -> ServerApp:
+    """A ``ServerApp``.
+
+    Args:
+        spec: run-config dict overriding ``context.run_config`` (simulation engine).
+        sink: called with the result dict at the end (in-process callers).
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        rc = spec if spec is not None else context.run_config
+        cfg, task_spec, extras = from_run_config(rc)
+        task = make_task(task_spec)
+        init = initial_state(task, cfg.seed + extras["repeat"])
+        keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
+        strategy = make_strategy(cfg.strategy, num_nodes=cfg.clients, mu=cfg.mu, theta=cfg.theta,
+                                 min_clients=cfg.min_clients)
+        t0 = time.perf_counter()
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(core.select(init, keys)),
+                       num_rounds=cfg.rounds, timeout=extras["timeout"],
+                       train_config=ConfigRecord({"local-epochs": cfg.local_epochs}),
+                       evaluate_config=ConfigRecord({}))
+        wall = time.perf_counter() - t0
+        records = sorted(strategy.records, key=lambda r: (r["round"], r["client"]))
+        result = {"engine": "flower", "config": cfg.to_dict(), "records": records,
+                  "summary": summarize(records) if records else {},
+                  "failures": strategy.failures, "rejected": strategy.rejected,
+                  "wall_time": wall, "round_time_mean": wall / cfg.rounds,
+                  "shared_keys": keys}
+        if extras["out"]:
+            write_outputs(result, extras["out"])
+        if sink is not None:
+            sink({**result, "strategy_object": strategy})
+
+    return app
+
+
+#: the app ``flwr run`` loads (``[tool.flwr.app.components] serverapp``)
+app = build_server_app()

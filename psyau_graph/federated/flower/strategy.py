@@ -1,0 +1,216 @@
+"""Flower strategies: Flower's own FedAvg/FedProx with validation and per-client
+records, and :class:`PFedProx`, which sends each node its personalised model.
+
+Where state lives:
+
+* server side, in the strategy object (one per run): the reference key set/shapes of
+  the shared model, per-client records, and for P-FedProx the last accepted model
+  :math:`\\hat W_j` and sample count :math:`n_j` of every node, **keyed by Flower node
+  id** (``self.hat``, ``self.n``);
+* client side, in ``Context.state``: the full local model (BatchNorm statistics under
+  FedBN), see :mod:`.client_app`.
+
+Validation: every train reply is checked before aggregation (Flower error replies →
+failure logged; NaN/Inf, wrong keys or shapes → :class:`RejectedUpdate` logged); a round
+with fewer than ``min_clients`` accepted updates raises :class:`RoundFailed`. Rejected
+or failed nodes are sampled again in the next round (retry).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+from .. import core
+from ..run import RoundFailed
+
+log = logging.getLogger(__name__)
+
+
+class _Tracked:
+    """Mixin: validate train replies, keep per-client records (on the server)."""
+
+    def _init_tracking(self, min_clients: int, strategy_name: str) -> None:
+        self.min_clients = int(min_clients)
+        self.strategy_name = strategy_name
+        self.reference: dict | None = None
+        self.records: list[dict] = []
+        self.failures: list[dict] = []
+        self.rejected: list[dict] = []
+        self.train_loss: dict[int, dict] = {}   # round -> node -> (loss, client-index)
+        self.node_client: dict[int, int] = {}   # node id -> client-index it reported
+        self.received: list[RecordDict] = []     # every reply content (inspected by tests)
+
+    def _remember_reference(self, arrays: ArrayRecord) -> None:
+        self.reference = arrays.to_torch_state_dict()
+
+    def _validated(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        ok = []
+        for msg in replies:
+            node = int(msg.metadata.src_node_id)
+            if msg.has_error():
+                log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
+                self.failures.append({"round": server_round, "node": node,
+                                      "error": str(msg.error.reason)})
+                continue
+            self.received.append(msg.content)
+            if "arrays" not in msg.content or "metrics" not in msg.content:
+                reason = f"reply carries {sorted(msg.content.keys())}, expected arrays + metrics"
+            else:
+                reason = core.check_update(msg.content["arrays"].to_torch_state_dict(),
+                                           self.reference or {})
+            if reason is not None:
+                rec = core.RejectedUpdate(str(node), server_round, reason)
+                log.warning("round %d: update of node %d rejected: %s", server_round, node, reason)
+                self.rejected.append(rec.to_dict())
+                continue
+            m = msg.content["metrics"]
+            cid = int(m.get("client-index", node))
+            self.node_client[node] = cid
+            self.train_loss.setdefault(server_round, {})[node] = float(m.get("train_loss", float("nan")))
+            ok.append(msg)
+        if len(ok) < self.min_clients:
+            raise RoundFailed(f"round {server_round}: only {len(ok)} update(s) accepted, "
+                              f"min_clients={self.min_clients}")
+        return ok
+
+    def _record_evaluate(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        ok = []
+        for msg in replies:
+            node = int(msg.metadata.src_node_id)
+            if msg.has_error():
+                log.warning("round %d: evaluation on node %d failed: %s", server_round, node,
+                            msg.error.reason)
+                continue
+            self.received.append(msg.content)
+            m = msg.content["metrics"]
+            cid = int(m.get("client-index", node))
+            rec = {"strategy": self.strategy_name, "repeat": 0, "round": server_round,
+                   "client": cid, "node": node,
+                   "status": "ok" if node in self.train_loss.get(server_round, {}) else "failed",
+                   "n_train": int(m.get("n_train", 0)), "n_test": int(m["num-examples"]),
+                   "train_loss": self.train_loss.get(server_round, {}).get(node)}
+            for k in ("uf1", "uar", "acc", "loss"):
+                if k in m:
+                    rec[k] = float(m[k])
+            self.records.append(rec)
+            ok.append(msg)
+        return ok
+
+    # Flower hooks -----------------------------------------------------------
+    def configure_train(self, server_round, arrays, config, grid):
+        self._remember_reference(arrays)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round, replies):
+        return super().aggregate_train(server_round, self._validated(server_round, list(replies)))
+
+    def aggregate_evaluate(self, server_round, replies):
+        return super().aggregate_evaluate(server_round,
+                                          self._record_evaluate(server_round, list(replies)))
+
+
+class TrackedFedAvg(_Tracked, FedAvg):
+    """Flower's :class:`FedAvg` (weighted by ``num-examples``) + validation and records."""
+
+    def __init__(self, *, min_clients: int = 1, **kw):
+        FedAvg.__init__(self, **kw)
+        self._init_tracking(min_clients, "fedavg")
+
+
+class TrackedFedProx(_Tracked, FedProx):
+    """Flower's :class:`FedProx` (sends ``proximal-mu``) + validation and records."""
+
+    def __init__(self, *, min_clients: int = 1, **kw):
+        FedProx.__init__(self, **kw)
+        self._init_tracking(min_clients, "fedprox")
+
+
+class PFedProx(TrackedFedProx):
+    """Personalised FedProx (paper §4.4): node *i* receives
+    :math:`\\theta \\hat W_i + \\sum_{j\\ne i}\\omega_j \\hat W_j` (see
+    :func:`psyau_graph.federated.core.personalised_init`).
+
+    Sampling is Flower's (``FedAvg.configure_train``); the messages it builds carry one
+    shared ``RecordDict``, which we replace per node by one carrying that node's model.
+    A node never heard from receives the current global (sample-weighted mean) model.
+
+    Args:
+        theta: weight of the node's own last model (default: ``0.9``).
+        proximal_mu: α4 (default: ``0.001``).
+        min_clients: accepted updates needed per round (default: ``1``).
+        **kw: :class:`flwr.serverapp.strategy.FedProx` arguments.
+    """
+
+    def __init__(self, *, theta: float = 0.9, proximal_mu: float = 0.001, min_clients: int = 1,
+                 **kw):
+        if not 0.0 <= theta <= 1.0:
+            raise ValueError(f"theta must lie in [0, 1], got {theta}")
+        super().__init__(proximal_mu=proximal_mu, min_clients=min_clients, **kw)
+        self.strategy_name = "p-fedprox"
+        self.theta = float(theta)
+        self.hat: dict[int, dict] = {}
+        self.n: dict[int, int] = {}
+
+    def summary(self) -> None:
+        log.info("P-FedProx: theta=%s", self.theta)
+        super().summary()
+
+    def personalised(self, node_id: int, fallback: ArrayRecord) -> ArrayRecord:
+        """The ``ArrayRecord`` node ``node_id`` receives."""
+        if node_id not in self.hat:
+            return fallback
+        mix = core.personalised_init(self.hat, self.n, self.theta, clients=[node_id])[node_id]
+        return ArrayRecord(mix)
+
+    def _personalise(self, messages: Iterable[Message], arrays: ArrayRecord) -> list[Message]:
+        out = []
+        for msg in messages:
+            node = int(msg.metadata.dst_node_id)
+            content = RecordDict({self.arrayrecord_key: self.personalised(node, arrays),
+                                  self.configrecord_key: msg.content[self.configrecord_key]})
+            out.append(Message(content=content, message_type=msg.metadata.message_type,
+                               dst_node_id=node))
+        return out
+
+    def configure_train(self, server_round, arrays, config, grid):
+        msgs = super().configure_train(server_round, arrays, config, grid)
+        return self._personalise(msgs, arrays)
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        return self._personalise(super().configure_evaluate(server_round, arrays, config, grid),
+                                 arrays)
+
+    def aggregate_train(self, server_round, replies):
+        ok = self._validated(server_round, list(replies))
+        for msg in ok:
+            node = int(msg.metadata.src_node_id)
+            self.hat[node] = msg.content[self.arrayrecord_key].to_torch_state_dict()
+            self.n[node] = int(msg.content["metrics"][self.weighted_by_key])
+        # the returned "global" model is the sample-weighted mean over every node's last model
+        # (what a node never heard from receives)
+        nodes = list(self.hat)
+        if sum(self.n[j] for j in nodes) == 0:
+            return None, None
+        glob = core.fedavg([self.hat[j] for j in nodes], [self.n[j] for j in nodes])
+        metrics = self.train_metrics_aggr_fn([m.content for m in ok], self.weighted_by_key)
+        return ArrayRecord(glob), metrics
+
+
+def make_strategy(name: str, *, num_nodes: int, mu: float = 0.001, theta: float = 0.9,
+                  min_clients: int = 1):
+    """Flower strategy for ``name`` sampling all ``num_nodes`` nodes every round."""
+    common = dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=num_nodes,
+                  min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes,
+                  min_clients=min_clients)
+    if name == "fedavg":
+        return TrackedFedAvg(**common)
+    if name == "fedprox":
+        return TrackedFedProx(proximal_mu=mu, **common)
+    if name == "p-fedprox":
+        return PFedProx(theta=theta, proximal_mu=mu, **common)
+    raise ValueError(f"Flower engines run fedavg | fedprox | p-fedprox, got {name!r} "
+                     "(the local-only baseline runs in-process)")
