@@ -76,8 +76,12 @@ def _compute(args) -> int:
     from ..au import region_aus
     from ..priors import cooccurrence_prior, save_prior_csv
 
-    prior, info = cooccurrence_prior(args.annotations, dataset=args.dataset, region=args.region,
-                                     errors="raise" if args.strict else "report", return_counts=True)
+    try:
+        prior, info = cooccurrence_prior(args.annotations, dataset=args.dataset, region=args.region,
+                                         errors="raise" if args.strict else "report", return_counts=True)
+    except ValueError as exc:  # unreadable row with --strict, or a sheet without the needed header
+        print(f"psyau priors compute: {exc}", file=sys.stderr)
+        return 2
     for line in info["problems"]:
         print(f"report: {line}", file=sys.stderr)
     out = save_prior_csv(prior, args.out, aus=region_aus(args.region))
@@ -102,11 +106,5 @@ def run(args) -> int:
         if not args.annotations.is_file():
             print(f"psyau priors compute: annotation file not found: {args.annotations}", file=sys.stderr)
             return 2
-        from ..au import FACSParseError
-
-        try:
-            return _compute(args)
-        except FACSParseError as exc:  # --strict and an unreadable code: say where
-            print(f"psyau priors compute: {exc}", file=sys.stderr)
-            return 2
+        return _compute(args)
     raise ValueError(f"unknown priors action {args.priors_command!r}")
