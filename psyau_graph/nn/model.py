@@ -171,6 +171,21 @@ class AUModule(nn.Module):
                               prior_mode=c.prior_mode, impl=c.gat_impl)
             self.gat_head = AUHead(NUM_AUS, 25, c.au_hidden)
 
+    frozen: bool = False
+
+    def freeze(self, frozen: bool = True) -> "AUModule":
+        """Freeze (or unfreeze) the module: parameters get ``requires_grad = not frozen``
+        and, while frozen, the module stays in eval mode (BatchNorm statistics fixed,
+        dropout off) even when the parent model is put in training mode."""
+        self.frozen = bool(frozen)
+        for p in self.parameters():
+            p.requires_grad_(not frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "AUModule":
+        super().train(mode and not self.frozen)
+        return self
+
     def forward(self, rois: Tensor, beta=None, return_attention: bool = False):
         z = self.lfe(rois) if self.lfe is not None else rois
         if self.sse is not None:
