@@ -47,6 +47,13 @@ DATASET_SHEETS: dict[str, tuple[str, str]] = {
 _ROW_SUM_TOL = 5e-3
 
 
+
+def _chmod_like_open(path) -> None:
+    """Give a ``mkstemp`` file (0600) the permissions ``open()`` would have (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
 def _find_priors_dir() -> Path:
     """The installed ``psyau_graph._priors`` package, else the source tree's ``priors/``."""
     try:
@@ -209,6 +216,7 @@ def save_prior_csv(matrix, path, *, aus: Iterable[int] | None = None, decimals: 
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write("\n".join(lines) + "\n")
+        _chmod_like_open(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """Priors: shipped files, validation, co-occurrence priors, restriction, masking, builder."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -210,6 +211,9 @@ def test_load_prior_csv_round_trip_and_atomic_save(tmp_path):
     assert np.allclose(load_prior_csv(path), m, atol=5e-5)
     assert path.read_text().splitlines()[0] == "AU," + ",".join(f"AU{a}" for a in AUS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # like open(), not mkstemp's 0600
     up = save_prior_csv(restrict_prior(m, "upper"), tmp_path / "u.csv", aus=region_aus("upper"))
     assert load_prior_csv(up).shape == (6, 6)
 

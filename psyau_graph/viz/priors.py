@@ -35,6 +35,13 @@ _REGION_LINE = 0.22  # y of the dashed line between upper and lower face
 _REGION_COLOURS = {"upper": "#4C72B0", "lower": "#DD8452", "other": "#8C8C8C"}
 
 
+
+def _chmod_like_open(path) -> None:
+    """Give a ``mkstemp`` file (0600) the permissions ``open()`` would have (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
 def _pyplot():
     import matplotlib
 
@@ -53,6 +60,7 @@ def _save(fig, out) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
+        _chmod_like_open(tmp)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
