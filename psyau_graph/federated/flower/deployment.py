@@ -1,0 +1,277 @@
+"""Flower deployment engine on one machine (loopback): SuperLink + SuperNodes + ``flwr run``.
+
+This is what two labs do on two machines (see ``docs/federated.md``), compressed onto
+127.0.0.1 for tests, the benchmark and ``psyau federate --engine deployment``. Every
+process is started in its own session and stopped by PID (process-group kill) in
+:meth:`LocalDeployment.stop`, also when something fails; every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+from ..config import FederatedConfig
+from .common import to_run_config
+from .simulation import offline_env
+
+APP_DIR = Path(__file__).resolve().parent / "app"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _bin(name: str) -> str:
+    cand = Path(sys.executable).with_name(name)
+    if cand.exists():
+        return str(cand)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"Flower command {name!r} not found beside {sys.executable} or on PATH")
+    return found
+
+
+def make_tls_certificates(out_dir: str | Path, host: str = "127.0.0.1") -> dict[str, Path]:
+    """Self-signed CA and a server certificate for ``host`` (for tests and trials only).
+
+    Returns:
+        ``{"ca": ca.pem, "cert": server.pem, "key": server.key}``.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "psyau test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        san = [x509.IPAddress(ipaddress.ip_address(host))]
+    except ValueError:
+        san = [x509.DNSName(host)]
+    if host != "localhost":
+        san.append(x509.DNSName("localhost"))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(san), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {"ca": out / "ca.pem", "cert": out / "server.pem", "key": out / "server.key"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.TraditionalOpenSSL,
+                                               serialization.NoEncryption()))
+    os.chmod(paths["key"], 0o600)
+    return paths
+
+
+class LocalDeployment:
+    """SuperLink and one SuperNode per data folder on 127.0.0.1, free ports.
+
+    Args:
+        work_dir: folder for logs, ``FLWR_HOME`` and certificates (owned by this run).
+        node_data: one data folder per SuperNode (its ``data-path`` node config).
+        tls: use TLS with a freshly generated self-signed CA (default: ``False``).
+        startup_timeout: seconds to wait for each port (default: ``60``).
+    """
+
+    def __init__(self, work_dir: str | Path, node_data: list[str | Path], *, tls: bool = False,
+                 startup_timeout: float = 60.0):
+        self.work = Path(work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.node_data = [str(p) for p in node_data]
+        self.tls = tls
+        self.startup_timeout = float(startup_timeout)
+        self.env = {**os.environ, **offline_env(self.work)}
+        # the SuperLink/SuperNode spawn helper commands (flower-superexec, flwr-serverapp,
+        # flwr-clientapp) by name: put this interpreter's bin folder first on PATH
+        self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
+                                            self.env.get("PATH", "")])
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.port: int | None = None
+        self.certs: dict[str, Path] | None = None
+
+    # -------------------------------------------------------------- processes
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        log = open(self.work / f"{name}.log", "wb")
+        try:
+            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                 cwd=self.work, start_new_session=True)
+        finally:
+            log.close()
+        self.procs.append((name, p))
+        return p
+
+    def _wait_port(self, port: int, name: str, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}:\n{self.log(name)[-2000:]}")
+            if _port_open(port):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{name} did not open port {port} within {self.startup_timeout:.0f} s:\n"
+                           f"{self.log(name)[-2000:]}")
+
+    def log(self, name: str) -> str:
+        p = self.work / f"{name}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def start(self) -> "LocalDeployment":
+        self.port = free_port()
+        link = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port),
+                "--disable-runtime-dependency-installation"]
+        node_sec: list[str]
+        if self.tls:
+            self.certs = make_tls_certificates(self.work / "certs")
+            link += ["--ssl-ca-certfile", str(self.certs["ca"]), "--ssl-certfile",
+                     str(self.certs["cert"]), "--ssl-keyfile", str(self.certs["key"])]
+            node_sec = ["--root-certificates", str(self.certs["ca"])]
+        else:
+            link += ["--insecure"]
+            node_sec = ["--insecure"]
+        sl = self._spawn("superlink", link)
+        self._wait_port(self.port, "superlink", sl)
+        for i, path in enumerate(self.node_data):
+            nport = free_port()
+            node_cfg = f"data-path={json.dumps(path)} partition-id={i} num-partitions={len(self.node_data)}"
+            sn = self._spawn(f"supernode{i}", [
+                _bin("flower-supernode"), *node_sec, "--superlink", f"127.0.0.1:{self.port}",
+                "--host", "127.0.0.1", "--port", str(nport), "--node-config", node_cfg,
+                "--max-retries", "20", "--max-wait-time", "60"])
+            self._wait_port(nport, f"supernode{i}", sn)
+        self._write_flwr_config()
+        return self
+
+    def _write_flwr_config(self) -> None:
+        lines = ['[superlink]', 'default = "lab"', '', '[superlink.lab]',
+                 f'address = "127.0.0.1:{self.port}"']
+        if self.tls:
+            lines.append(f'root-certificates = {json.dumps(str(self.certs["ca"]))}')
+        else:
+            lines.append("insecure = true")
+        home = Path(self.env["FLWR_HOME"])
+        (home / "config.toml").write_text("\n".join(lines) + "\n")
+
+    def stop(self) -> None:
+        """Terminate every started process group (TERM, then KILL after 10 s)."""
+        for name, p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for name, p in reversed(self.procs):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            # helpers the SuperLink/SuperNode spawned (flwr-serverapp, flwr-clientapp) live in
+            # the same process group: make sure none outlives its parent
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            p.wait(timeout=10)
+
+    def alive(self) -> list[str]:
+        """Names of started processes (or members of their process groups) still running."""
+        out = []
+        for name, p in self.procs:
+            try:
+                os.killpg(p.pid, 0)
+                out.append(name)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                out.append(name)
+        return out
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # -------------------------------------------------------------- run
+    def run(self, config: FederatedConfig, task_spec: dict, out_dir: str | Path, *,
+            timeout: float = 900.0, repeat: int = 0) -> dict:
+        """``flwr run`` the app with ``config``; wait (bounded) for the server's ``metrics.json``."""
+        out = Path(out_dir).resolve()
+        rc = to_run_config(config, task_spec, out=str(out), repeat=repeat, timeout=timeout)
+        rc_file = self.work / "run_config.toml"
+        rc_file.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in rc.items()) + "\n")
+        metrics = out / "metrics.json"
+        if metrics.exists():
+            metrics.unlink()
+        cmd = [_bin("flwr"), "run", str(APP_DIR), "lab", "--run-config", str(rc_file), "--stream"]
+        t0 = time.perf_counter()
+        runner = self._spawn("flwr-run", cmd)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if metrics.exists():
+                    break
+                if runner.poll() is not None and not metrics.exists():
+                    # the stream may end a moment before the server writes its results
+                    time.sleep(1.0)
+                    if not metrics.exists():
+                        raise RuntimeError(f"flwr run ended (code {runner.returncode}) without "
+                                           f"results:\n{self.log('flwr-run')[-3000:]}\n"
+                                           f"superlink log:\n{self.log('superlink')[-3000:]}")
+                time.sleep(0.3)
+            else:
+                raise TimeoutError(f"no results after {timeout:.0f} s:\n{self.log('flwr-run')[-3000:]}")
+        finally:
+            if runner.poll() is None:
+                try:
+                    os.killpg(runner.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    runner.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(runner.pid, signal.SIGKILL)
+                    runner.wait(timeout=10)
+        res = json.loads(metrics.read_text())
+        res["engine"] = "deployment"
+        res["client_wall_time"] = time.perf_counter() - t0
+        return res
