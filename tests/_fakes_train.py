@@ -107,3 +107,16 @@ class LinearBeta:
 
     def load_state_dict(self, s):
         self.t = s["t"]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run each training test on one torch thread: on a shared 2-core machine the default
+    (2 threads) is many times slower under load, and results stay deterministic."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

@@ -13,7 +13,7 @@ from psyau_graph.train.fit import TrainConfig
 from psyau_graph.train.metrics import uar, uf1
 from psyau_graph.train.protocols import make_folds, parse_protocol, run_protocol
 
-from _fakes_train import TinyConfig, TinyModel, make_items, tiny_loss
+from _fakes_train import TinyConfig, TinyModel, make_items, one_thread, tiny_loss  # noqa: F401
 
 
 def _subject_folds(subjects, groups):
@@ -143,3 +143,24 @@ def test_final_model_checkpoint(tmp_path):
     ck = load_checkpoint(tmp_path / res["final_model"]["path"])
     assert ck["class_names"] == data.class_names and ck["model_config"]["fields"]["num_classes"] == 3
     assert res["final_model"]["n_train"] == len(data)
+
+
+def test_real_model_two_folds_with_attention_plot(tmp_path):
+    """FedPsyAU itself through run_protocol (ablation by name), tiny data, one epoch."""
+    pytest.importorskip("psyau_graph.nn.model")
+    from psyau_graph.train.checkpoint import build_model, load_checkpoint
+
+    data = make_items(n_subjects=4, per_subject=3)
+    res = run_protocol(data, "kfold:2", None, _tc(epochs=1, batch_size=6, beta_schedule="constant"), tmp_path,
+                       ablation="VI", final_model=True)
+    assert res["ablation"] == "VI" and res["model_config"]["num_classes"] == 3
+    assert len(res["folds"]) == 2 and res["pooled"]["n"] == len(data)
+    assert res["pooled"]["au_f1"] is not None
+    assert set(res["plots"]) == {"confusion", "curves", "folds", "attention"}
+    ck = load_checkpoint(tmp_path / "model.pt")
+    assert ck["beta"] == pytest.approx(0.3)
+    model, _ = build_model(ck)
+    assert type(model).__name__ == "FedPsyAU" and model.config.ablation == "VI"
+    # ablation I has no AU path: AU F1 is reported as None, not a crash
+    res1 = run_protocol(data, "kfold:2", None, _tc(epochs=1, batch_size=6), tmp_path / "I", ablation="I")
+    assert res1["pooled"]["au_f1"] is None and "attention" not in res1["plots"]

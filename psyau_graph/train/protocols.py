@@ -232,69 +232,58 @@ def _dense_attention(value) -> np.ndarray | None:
     return None
 
 
-def _prior_for(name: str, n: int):
-    """Best-effort prior matrix for an attention block named like upper/lower/global."""
-    try:
-        from psyau_graph.priors import extrinsic_prior, psych_adjacency
-    except ImportError:
-        return None
+def _region_of(name: str) -> str | None:
     low = name.lower()
-    region = "upper" if "upper" in low else "lower" if "lower" in low else "global" if ("global" in low or n == 12) else None
+    for region in ("upper", "lower", "global"):
+        if region in low:
+            return region
+    return None
+
+
+def _prior_for(region: str | None, n: int, model_config) -> np.ndarray | None:
+    """The prior D the model was given for ``region`` (dense, rows over N(i)), or None."""
     if region is None:
         return None
     try:
-        d = np.asarray(extrinsic_prior("dfme", region=region), dtype=float)
-        a = np.asarray(psych_adjacency(region), dtype=float)
-    except (ValueError, KeyError, FileNotFoundError):
+        from psyau_graph.graphs import au_graph, edge_values_to_dense
+    except ImportError:
         return None
-    if d.shape != (n, n) or a.shape != (n, n):
+    if model_config is not None and getattr(model_config, "data_prior", True) is False:
         return None
-    m = d * a
-    s = m.sum(1, keepdims=True)
-    return np.divide(m, s, out=np.zeros_like(m), where=s > 0)
+    source = getattr(model_config, "prior", "dfme") if model_config is not None else "dfme"
+    g = au_graph(region, prior=source)
+    if getattr(g, "edge_prior", None) is None or int(g.num_nodes) != n:
+        return None
+    return edge_values_to_dense(g.edge_index, g.edge_prior, n).numpy()
 
 
-def _au_labels(n: int) -> list[str]:
+def _node_labels(region: str | None, n: int) -> list[str]:
     try:
         from psyau_graph.au import AUS
     except ImportError:
         return [str(i) for i in range(n)]
-    if n == 12:
-        return [f"AU{a}" for a in AUS]
-    return [str(i) for i in range(n)]
+    aus = {"upper": AUS[:6], "lower": AUS[6:], "global": AUS}.get(region or "", ())
+    return [f"AU{a}" for a in aus] if len(aus) == n else [str(i) for i in range(n)]
 
 
 def _plot_attention(model, dataset, beta, batch_size, path) -> Path | None:
+    """First DPK-GAT layer of every graph (heads and test samples averaged) next to its prior."""
+    from psyau_graph.viz.training import plot_attention_matrices
+
     learned = _attention_matrices(model, dataset, beta, batch_size)
     if not learned:
         return None
-    labels, priors = {}, {}
+    first = {k: v for k, v in learned.items() if k.endswith(".0")}
+    learned = first or learned
+    cfg = getattr(model, "config", None)
+    priors, labels = {}, {}
     for name, mat in learned.items():
-        n = mat.shape[0]
-        labels[name] = _au_labels(n) if n == 12 else (
-            [f"AU{a}" for a in _region_aus(name)] if n == 6 else [str(i) for i in range(n)])
-        priors[name] = _prior_for(name, n)
-    try:
-        from psyau_graph.viz.priors import plot_attention as priors_plot_attention  # PRIORS's plot, if present
-    except ImportError:
-        priors_plot_attention = None
-    if priors_plot_attention is not None:
-        try:
-            return Path(priors_plot_attention(learned, priors, path))
-        except TypeError:
-            pass  # signature differs from ours: fall back to our own figure below
-    from psyau_graph.viz.training import plot_attention_matrices
-
+        region = _region_of(name)
+        priors[name] = _prior_for(region, mat.shape[0], cfg)
+        labels[name] = _node_labels(region, mat.shape[0])
+    title = "DPK-GAT attention, first layer (mean over heads and test samples) vs the prior D"
     return plot_attention_matrices(learned, path, priors=priors if any(p is not None for p in priors.values()) else None,
-                                   labels=labels, title="DPK-GAT attention (mean over test samples) vs prior")
-
-
-def _region_aus(name: str) -> list[int]:
-    try:
-        from psyau_graph.au import AUS
-    except ImportError:
-        return list(range(6))
-    return list(AUS[:6]) if "upper" in name.lower() else list(AUS[6:]) if "lower" in name.lower() else list(range(6))
+                                   labels=labels, title=title)
 
 
 def _fold_metrics(ev: dict) -> dict:
