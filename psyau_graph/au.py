@@ -213,8 +213,7 @@ def _parse_text(text: str) -> tuple[list[int], list[str], list[str]]:
     aus: list[int] = []
     problems: list[str] = []
     notes: list[str] = []
-    upper = text  # matched case-insensitively
-    m = _FLOAT_NUMBER.match(upper)
+    m = _FLOAT_NUMBER.match(text)
     if m:  # "12.0" written by a spreadsheet export
         found, probs = _check_number(int(m.group(1)), text)
         return found, probs, notes
@@ -223,15 +222,15 @@ def _parse_text(text: str) -> tuple[list[int], list[str], list[str]]:
     expect_operand = True   # grammar: operand ((+ | , | or) operand)*
     ref_depths: list[int] = []  # depths at which a ref( ... ) was opened
     pos = 0
-    n = len(upper)
+    n = len(text)
     while pos < n:
-        if upper[pos:].strip() == "":
+        if text[pos:].strip() == "":
             break
-        m = _TOKEN.match(upper, pos)
+        m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
             # unreadable: report the chunk up to the next separator and resume there
-            start = pos + (len(upper[pos:]) - len(upper[pos:].lstrip()))
-            nxt = re.search(r"[+,()]", upper[start:])
+            start = pos + (len(text[pos:]) - len(text[pos:].lstrip()))
+            nxt = re.search(r"[+,()]", text[start:])
             end = start + nxt.start() if nxt and nxt.start() > 0 else (start + 1 if nxt else n)
             problems.append(f"unreadable {text[start:end].strip()!r} at position {start}")
             pos = end

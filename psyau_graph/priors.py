@@ -297,6 +297,8 @@ def extrinsic_prior(source="dfme", region: str = "global") -> np.ndarray:
         if np.any((sums > 0) & (np.abs(sums - 1) > _ROW_SUM_TOL)):
             raise ValueError(f"{prior_path('extrinsic', region, source)}: rows must sum to 1 (got {sums})")
         return normalize_rows(m)
+    if isinstance(source, str) and not Path(source).suffix:
+        raise ValueError(f"source={source!r}: expected one of {SOURCES}, a CSV path or an array")
     if isinstance(source, (str, os.PathLike)):
         m = load_prior_csv(source)
         name = str(source)

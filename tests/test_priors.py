@@ -269,6 +269,8 @@ def test_extrinsic_prior_from_arrays_and_paths(tmp_path):
         extrinsic_prior(str(tmp_path / "nope.csv"))
     with pytest.raises(ValueError, match="source"):
         P.prior_path("extrinsic", "global", "ck+")
+    with pytest.raises(ValueError, match="source='disfa'"):
+        extrinsic_prior("disfa")
 
 
 def test_mask_prior_drops_outside_mass_and_reports_it():
