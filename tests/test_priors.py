@@ -154,6 +154,8 @@ def test_internal_reader_finds_a_header_below_row_one(tmp_path):
     path = _write_sheet(tmp_path / "samm_like.xlsx", ["4+7", "A12B", None, "R14+17+soft focus"], junk_rows=3)
     sets, problems = P._read_sheet_internal(path, "samm", "raise")
     assert [set(s) for s in sets] == [{4, 7}, {12}, set(), {14, 17}] and problems == []
+    # a layout name the data module does not know uses this reader too
+    assert [set(s) for s in read_au_sets(path, "mylab")[0]] == [{4, 7}, {12}, set(), {14, 17}]
     bad = _write_sheet(tmp_path / "bad.xlsx", ["4+7", "12?"], junk_rows=2)
     with pytest.raises(FACSParseError, match=r"bad.xlsx row 5"):  # 2 junk rows + header + 2nd sample
         P._read_sheet_internal(bad, "samm", "raise")
