@@ -207,18 +207,21 @@ class LocalDeployment:
                 pass
             p.wait(timeout=10)
 
-    def alive(self) -> list[str]:
-        """Names of started processes (or members of their process groups) still running."""
-        out = []
-        for name, p in self.procs:
+    def alive(self) -> list[int]:
+        """PIDs of live (non-zombie) processes in the process groups this object started
+        (Linux ``/proc``)."""
+        groups = {p.pid for _, p in self.procs}
+        live = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                os.killpg(p.pid, 0)
-                out.append(name)
-            except ProcessLookupError:
+                text = stat.read_text()
+            except OSError:
                 continue
-            except PermissionError:
-                out.append(name)
-        return out
+            fields = text[text.rindex(")") + 2:].split()
+            state, pgid = fields[0], int(fields[2])
+            if pgid in groups and state != "Z":
+                live.append(int(stat.parent.name))
+        return live
 
     def __enter__(self):
         try:

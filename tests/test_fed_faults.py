@@ -1,0 +1,152 @@
+"""Faults: crashing clients, bad updates, thresholds — in-process and in the Flower strategies
+(mock replies, no Flower runtime)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+
+from flwr.supercore.task_identity import TaskIdentity
+
+from psyau_graph.federated.config import FederatedConfig
+from psyau_graph.federated.flower.strategy import PFedProx, TrackedFedAvg, make_strategy
+from psyau_graph.federated.run import FederatedRun, RoundFailed
+from psyau_graph.federated.task import ToyTask, make_toy_data
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy_data(tmp_path_factory.mktemp("toy") / "toy.pt", subjects=4, per_subject=20, seed=5)
+
+
+def _cfg(**kw):
+    base = dict(clients=3, rounds=3, local_epochs=1, lr=0.02, batch_size=16, repeats=1,
+                strategy="fedavg")
+    base.update(kw)
+    return FederatedConfig(**base)
+
+
+def test_crashing_client_round_completes_logged_and_retried(toy, caplog):
+    run = FederatedRun(toy, _cfg(min_clients=2), task=ToyTask(fail=[(1, 2)]), progress=False)
+    res = run.run()
+    assert [f["round"] for f in res["failures"]] == [2] and res["failures"][0]["client"] == 1
+    assert "injected failure" in res["failures"][0]["error"]
+    assert "failed during local training" in caplog.text
+    status = {(r["round"], r["client"]): r["status"] for r in res["records"]}
+    assert status[(2, 1)] == "failed" and status[(2, 0)] == "ok"
+    assert status[(3, 1)] == "ok"            # retried next round
+    assert len(res["records"]) == 9          # every round still evaluated every client
+
+
+def test_too_few_clients_stops_with_clear_error(toy):
+    run = FederatedRun(toy, _cfg(min_clients=3), task=ToyTask(fail=[(0, 1)]), progress=False)
+    with pytest.raises(RoundFailed, match="min_clients=3"):
+        run.run()
+
+
+def test_nan_update_rejected_in_process_never_averaged(toy, monkeypatch):
+    import psyau_graph.federated.run as run_mod
+    real = run_mod.local_train
+    seen = {}
+
+    def poisoned(task, full, shared_in, data, cfg, **kw):
+        seen[(kw["rnd"], kw["client"])] = shared_in
+        st, shared, m = real(task, full, shared_in, data, cfg, **kw)
+        if kw["client"] == 2 and kw["rnd"] == 1:
+            shared = {k: torch.full_like(v, float("nan")) for k, v in shared.items()}
+        return st, shared, m
+
+    monkeypatch.setattr(run_mod, "local_train", poisoned)
+    res = FederatedRun(toy, _cfg(rounds=2), task=ToyTask(), progress=False).run()
+    assert len(res["rejected"]) == 1 and res["rejected"][0]["client"] == "2"
+    assert "NaN/Inf" in res["rejected"][0]["reason"]
+    for k, v in seen[(2, 0)].items():
+        assert torch.isfinite(v).all(), k     # the global of round 2 has no NaN
+
+
+# ----------------------------------------------------------------- Flower strategies, mock replies
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch):
+    """Messages built outside a Flower run need a (fake) task identity of this process."""
+    from flwr.supercore.task_identity import TaskIdentity
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+def _reply(node: int, arrays: dict, n: int, loss: float = 0.5) -> Message:
+    req = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=node,
+                  message_type=MessageType.TRAIN)
+    TaskIdentity._node_id = node  # the reply's source node (restored by the fixture)
+    rep = Message(RecordDict({"arrays": ArrayRecord({k: v for k, v in arrays.items()}),
+                              "metrics": MetricRecord({"num-examples": n, "train_loss": loss,
+                                                       "client-index": node % 10})}), reply_to=req)
+    return rep
+
+
+def _error_reply(node: int) -> Message:
+    req = Message(RecordDict({}), dst_node_id=node, message_type=MessageType.TRAIN)
+    TaskIdentity._node_id = node
+    rep = Message(Error(code=0, reason="client crashed"), reply_to=req)
+    return rep
+
+
+class _Grid:
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+
+def test_tracked_fedavg_weighted_average_and_rejections():
+    # Prepare
+    strat = TrackedFedAvg(min_clients=2, min_train_nodes=1, min_available_nodes=1)
+    strat._remember_reference(ArrayRecord({"w": torch.zeros(2)}))
+    replies = [_reply(11, {"w": torch.tensor([1.0, 2.0])}, 10),
+               _reply(12, {"w": torch.tensor([4.0, 8.0])}, 30),
+               _reply(13, {"w": torch.tensor([float("inf"), 0.0])}, 1000),
+               _reply(14, {"w": torch.zeros(3)}, 1000),
+               _error_reply(15)]
+    # Execute
+    arrays, metrics = strat.aggregate_train(1, replies)
+    # Assert: 0.25*[1,2] + 0.75*[4,8] = [3.25, 6.5]
+    assert torch.allclose(arrays.to_torch_state_dict()["w"], torch.tensor([3.25, 6.5]))
+    reasons = sorted(r["reason"] for r in strat.rejected)
+    assert len(reasons) == 2 and "NaN/Inf" in reasons[0] and "shape" in reasons[1]
+    assert strat.failures[0]["node"] == 15 and "crashed" in strat.failures[0]["error"]
+    with pytest.raises(RoundFailed):
+        strat.aggregate_train(2, [replies[0], replies[2]])
+
+
+def test_pfedprox_configure_train_sends_each_node_its_own_model():
+    strat = PFedProx(theta=0.9, min_train_nodes=2, min_available_nodes=2)
+    strat._remember_reference(ArrayRecord({"w": torch.zeros(1)}))
+    strat.aggregate_train(1, [_reply(1, {"w": torch.tensor([1.0])}, 10),
+                              _reply(2, {"w": torch.tensor([11.0])}, 30)])
+    import psyau_graph.federated.flower.strategy as smod
+    from flwr.serverapp.strategy import fedavg as fedavg_mod
+
+    def fake_sample(grid, min_available, sample_size):
+        return list(grid.get_node_ids()), list(grid.get_node_ids())
+
+    orig = fedavg_mod.sample_nodes
+    fedavg_mod.sample_nodes = fake_sample
+    try:
+        msgs = strat.configure_train(2, ArrayRecord({"w": torch.tensor([7.0])}), ConfigRecord(),
+                                     _Grid([1, 2, 3]))
+    finally:
+        fedavg_mod.sample_nodes = orig
+    got = {m.metadata.dst_node_id: m.content["arrays"].to_torch_state_dict()["w"].item() for m in msgs}
+    assert got[1] == pytest.approx(0.9 * 1 + 0.1 * 11)
+    assert got[2] == pytest.approx(0.9 * 11 + 0.1 * 1)
+    assert got[3] == pytest.approx(7.0)        # unknown node: the global model
+    assert all(m.content["config"]["proximal-mu"] == pytest.approx(0.001) for m in msgs)
+    assert smod is not None
+
+
+def test_make_strategy_rejects_local_and_unknown():
+    with pytest.raises(ValueError, match="in-process"):
+        make_strategy("local", num_nodes=2)
+    with pytest.raises(ValueError, match="theta"):
+        PFedProx(theta=2.0)
