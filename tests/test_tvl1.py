@@ -51,12 +51,20 @@ def test_agrees_with_skimage(base):
     i0, i1 = make_pair(base, truth)
     sk = optical_flow_tvl1(i0, i1)  # (v, u) = (row, col) order
     # skimage's channel order really is (v, u): its channel 1 follows the horizontal motion.
-    assert epe(sk[::-1], truth) < epe(sk, truth)
-    ours = tvl1_flow(i0, i1, TVL1Params())[0].numpy()
-    # Same algorithm and parameters, different discretisation details (bilinear flow upsampling,
-    # warped vs re-computed gradient): mean disagreement under 0.1 px, i.e. well below the motion.
-    assert epe(ours, from_skimage_order(sk)) < 0.1
-    assert abs(epe(ours, truth) - epe(sk[::-1], truth)) < 0.05
+    assert epe(sk[::-1], truth) < 0.5 * epe(sk, truth)
+    sk_uv = from_skimage_order(sk)
+    sk_err = epe(sk_uv, truth)
+    # With skimage's parameters: the same algorithm up to discretisation details (skimage's
+    # projection starts each iteration from the gradient of the thresholded field, bilinear vs
+    # nearest flow upsampling). The two flows differ by less than either differs from the truth.
+    same = tvl1_flow(i0, i1, TVL1Params.skimage())[0].numpy()
+    assert epe(same, sk_uv) < min(sk_err, epe(same, truth))
+    assert abs(epe(same, truth) - sk_err) < 0.03
+    # Our defaults (fewer, cheaper iterations, larger attachment) stay as close to skimage and
+    # are at least as accurate.
+    ours = tvl1_flow(i0, i1)[0].numpy()
+    assert epe(ours, sk_uv) < sk_err
+    assert epe(ours, truth) <= sk_err
 
 
 def test_skimage_order_round_trip():
@@ -67,17 +75,31 @@ def test_skimage_order_round_trip():
     torch.testing.assert_close(to_skimage_order(t)[1], t[0])
 
 
-@pytest.mark.parametrize("tol", [0.0, 1e-3])
+@pytest.mark.parametrize("tol", [0.0, 3e-3])
 def test_batched_equals_one_at_a_time(base, tol):
+    # 3 warps so that the per-pair stopping rule (tol > 0) is exercised: the pairs converge at
+    # different warps, and a batch-wide rule would make the batched result differ.
     rng = np.random.default_rng(3)
     pairs = [make_pair(base, smooth_field(rng, 64, m)) for m in (0.3, 1.0, 2.0)]
     i0 = np.stack([p[0] for p in pairs])
     i1 = np.stack([p[1] for p in pairs])
-    batched = tvl1_flow(i0, i1, tol=tol)
+    batched = tvl1_flow(i0, i1, num_warp=3, num_iter=10, tol=tol)
     assert batched.shape == (3, 2, 64, 64)
     for k in range(3):
-        single = tvl1_flow(i0[k], i1[k], tol=tol)[0]
+        single = tvl1_flow(i0[k], i1[k], num_warp=3, num_iter=10, tol=tol)[0]
         torch.testing.assert_close(batched[k], single, atol=1e-4, rtol=0)
+
+
+def test_stopping_rule_is_per_pair(base):
+    rng = np.random.default_rng(3)
+    pairs = [make_pair(base, smooth_field(rng, 64, m)) for m in (0.3, 1.0, 2.0)]
+    i0 = np.stack([p[0] for p in pairs])
+    i1 = np.stack([p[1] for p in pairs])
+    full = tvl1_flow(i0, i1, num_warp=3, num_iter=10, tol=0.0)
+    early = tvl1_flow(i0, i1, num_warp=3, num_iter=10, tol=3e-3)
+    changed = [not torch.allclose(full[k], early[k]) for k in range(3)]
+    # the small-motion pair stops early, the larger ones keep warping
+    assert changed == [True, False, False]
 
 
 def test_options_bicubic_and_median(base):
