@@ -43,6 +43,7 @@ def predict_features(model, rois, flow28, *, beta=None) -> dict:
 
 def run(args) -> int:
     import json
+    import sys
 
     from psyau_graph.au import AU_NAMES, AUS
     from psyau_graph.preprocess.pipeline import preprocess_clip
@@ -50,7 +51,11 @@ def run(args) -> int:
 
     model, ck = build_model(args.checkpoint)
     method = args.flow or ck.get("flow_method") or "tvl1"
-    feats = preprocess_clip(args.frames, args.onset, args.apex, flow=method, apex_window=args.apex_window)
+    try:
+        feats = preprocess_clip(args.frames, args.onset, args.apex, flow=method, apex_window=args.apex_window)
+    except (FileNotFoundError, ValueError) as exc:  # bad folder/video, frame numbers, no face: say which
+        print(f"psyau predict: {exc}", file=sys.stderr)
+        return 2
     probs = predict_features(model, feats.rois, feats.flow28, beta=ck.get("beta"))
     names = list(ck.get("class_names") or [str(i) for i in range(len(probs["emotion"]))])
     result = {

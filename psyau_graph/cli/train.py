@@ -33,6 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--grad-clip", type=float, default=None, help="max gradient norm (default: none)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)")
     p.add_argument("--no-final-model", action="store_true",
                    help="skip training the final model on all samples (model.pt)")
     p.set_defaults(_run=run)
@@ -47,6 +49,12 @@ def run(args) -> int:
     from psyau_graph.train.protocols import parse_protocol, run_protocol
 
     parse_protocol(args.protocol)  # fail fast on a bad protocol string
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise SystemExit(f"psyau train: --threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if not Path(args.data).is_dir():
         raise SystemExit(f"psyau train: --data {args.data!r} is not a folder (expected a preprocessed cache)")
     dataset = MEDataset(args.data, label_scheme=args.classes)
@@ -58,12 +66,26 @@ def run(args) -> int:
                      val_frac=args.val_frac)
     res = run_protocol(dataset, args.protocol, None, tc, args.out, ablation=args.ablation,
                        final_model=not args.no_final_model, resume=args.resume,
-                       extra={"data": str(args.data), "classes": args.classes})
+                       checkpoint_extra={"flow_method": _cache_flow_method(args.data)},
+                       extra={"data": str(args.data), "classes": args.classes, "threads": args.threads})
     print(format_summary(res))
     print(f"results: {Path(args.out) / 'results.json'}")
     if "final_model" in res:
         print(f"model:   {Path(args.out) / res['final_model']['path']}")
     return 0
+
+
+def _cache_flow_method(cache) -> str | None:
+    """Flow method recorded in the cache's clip files (None if they disagree or lack it)."""
+    from pathlib import Path
+
+    import torch
+
+    methods = set()
+    for p in sorted(Path(cache).glob("clips/*/*/*.pt"))[:50]:
+        meta = torch.load(p, map_location="cpu", weights_only=True).get("meta", {})
+        methods.add(meta.get("flow_method"))
+    return methods.pop() if len(methods) == 1 else None
 
 
 def format_summary(res: dict) -> str:

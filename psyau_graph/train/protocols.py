@@ -305,7 +305,7 @@ def _pooled(preds: list[dict], num_classes: int, class_names) -> dict:
 def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig, out_dir, *,
                  ablation: str | None = None, model_factory: Callable | None = None, loss_fn=None,
                  final_model: bool = False, resume: bool = False, plots: bool = True,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, checkpoint_extra: dict | None = None) -> dict:
     """Train and test ``dataset`` under ``protocol``; write results and plots to ``out_dir``.
 
     Args:
@@ -323,6 +323,7 @@ def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig
         resume: skip finished folds and resume an interrupted one (default: False).
         plots: write the PNGs (default: True).
         extra: extra JSON entries stored in ``results.json`` (e.g. the CLI arguments).
+        checkpoint_extra: extra entries stored in ``model.pt`` (e.g. ``flow_method``).
 
     Returns:
         the ``results.json`` content as a dict (``pooled``, ``folds``, ``fold_mean``,
@@ -415,7 +416,7 @@ def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig
     }
     if final_model:
         result["final_model"] = _train_final(dataset, mcfg, factory, train_config, out, loss_fn, class_names,
-                                             protocol, resume)
+                                             protocol, resume, checkpoint_extra or {})
         last_model, last_beta = result["final_model"].pop("_model"), result["final_model"]["beta"]
     result["timing"] = {"total_s": time.perf_counter() - t0,
                         "fold_train_s": [f.get("train_time_s") for f in fold_records]}
@@ -427,7 +428,8 @@ def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig
     return to_jsonable(result)
 
 
-def _train_final(dataset, mcfg, factory, train_config, out, loss_fn, class_names, protocol, resume) -> dict:
+def _train_final(dataset, mcfg, factory, train_config, out, loss_fn, class_names, protocol, resume,
+                 checkpoint_extra: dict) -> dict:
     idx = np.arange(len(dataset))
     va, val_subj = None, []
     if train_config.select == "val":
@@ -441,7 +443,7 @@ def _train_final(dataset, mcfg, factory, train_config, out, loss_fn, class_names
                            class_names=class_names, label_scheme=getattr(dataset, "label_scheme", None),
                            beta=res.beta, train_config=dataclasses.asdict(train_config), protocol=protocol,
                            history=res.history, trained_on=f"all {len(idx)} samples" +
-                           (f" minus validation subjects {val_subj}" if val_subj else ""))
+                           (f" minus validation subjects {val_subj}" if val_subj else ""), **checkpoint_extra)
     return {"path": str(path.name), "beta": res.beta, "n_train": int(len(idx)), "best_epoch": res.best_epoch,
             "_model": model}
 

@@ -54,7 +54,7 @@ def plot_confusion(cm, class_names: Sequence[str], path, *, title: str = "Confus
     rows = cm.sum(1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
     size = max(4.0, 0.9 * c + 2.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size), layout="constrained")
     for ax, mat, sub, fmt, vmax in ((axes[0], cm, "counts", "d", max(1, cm.max())),
                                     (axes[1], norm, "row-normalised (recall)", ".2f", 1.0)):
         im = ax.imshow(mat, cmap="Blues", vmin=0, vmax=vmax)
