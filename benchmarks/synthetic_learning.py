@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS))
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default: 1; on a shared 2-core machine more threads were much slower)")
+    p.add_argument("--resume", action="store_true", help="keep finished runs found in --out (same settings)")
     p.add_argument("--out", default=str(HERE / "results" / "synthetic_learning.json"))
     args = p.parse_args(argv)
 
@@ -121,10 +122,20 @@ def main(argv=None) -> int:
     ds, prep = build_dataset(work, subjects=args.subjects, clips=args.clips, flow=args.flow,
                              workers=args.workers, scheme=args.scheme)
     print(f"dataset: {len(ds)} clips, {len(set(ds.subjects))} subjects, classes {list(ds.class_names)}", flush=True)
+    out = Path(args.out)
     runs, settings = [], {}
+    done = {}
+    if args.resume and out.is_file():  # keep finished runs of an interrupted benchmark with the same settings
+        old = json.loads(out.read_text())
+        if old.get("train", {}).get("epochs") == args.epochs and old.get("data", {}).get("n_clips") == len(ds):
+            done = {(r["ablation"], r["seed"]): r for r in old.get("runs", [])}
     for ab in args.ablations:
         per = []
         for seed in args.seeds:
+            if (ab, seed) in done:
+                per.append(done[(ab, seed)])
+                runs.append(done[(ab, seed)])
+                continue
             tc = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=seed, progress=False)
             t0 = time.perf_counter()
             res = run_protocol(ds, "kfold:5", None, tc, work / "runs" / f"{ab}_seed{seed}", ablation=ab, plots=False)
@@ -134,6 +145,8 @@ def main(argv=None) -> int:
                    "fold_uf1": [f["uf1"] for f in res["folds"]], "time_s": dt}
             per.append(rec)
             runs.append(rec)
+            atomic_write_text(out, json.dumps({"partial": True, "train": {"epochs": args.epochs},
+                                               "data": {"n_clips": len(ds)}, "runs": runs}, indent=1))
             print(f"{ab:>4} seed {seed}: UF1 {rec['uf1']:.3f}  UAR {rec['uar']:.3f}  ({dt:.0f} s)", flush=True)
         uf, ufs = _ms([r["uf1"] for r in per])
         ua, uas = _ms([r["uar"] for r in per])
@@ -158,7 +171,6 @@ def main(argv=None) -> int:
                     "note": "shared machine: other work was running; times are indicative only"},
         "total_time_s": time.perf_counter() - t_all,
     }
-    out = Path(args.out)
     atomic_write_text(out, json.dumps(result, indent=1))
     print(markdown_table(result))
     print(f"written: {out}  (total {result['total_time_s'] / 60:.1f} min)")
