@@ -37,27 +37,8 @@ def partition(subjects: list[str], n_clients: int, seed: int) -> list[np.ndarray
     n_subj = len(set(subjects))
     if n_clients > n_subj:
         raise ValueError(f"clients ({n_clients}) exceeds the number of subjects ({n_subj})")
-    try:
-        from ..data.splits import client_partition
-    except ImportError:  # data package without splitters: same contract, local implementation
-        client_partition = _client_partition
+    from ..data.splits import client_partition
     return [np.asarray(p, dtype=np.int64) for p in client_partition(subjects, n_clients, seed)]
-
-
-def _client_partition(subjects, n_clients, seed):
-    uniq = sorted(set(subjects))
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    groups = np.array_split(np.asarray(uniq, dtype=object)[order], n_clients)
-    subj = np.asarray(subjects, dtype=object)
-    return [np.flatnonzero(np.isin(subj, g)) for g in groups]
-
-
-def _repeated_random_splits(n, train_frac=0.7, repeats=10, seed=0):
-    rng = np.random.default_rng(seed)
-    n_train = min(max(int(round(train_frac * n)), 1), n - 1)
-    for _ in range(repeats):
-        perm = rng.permutation(n)
-        yield np.sort(perm[:n_train]), np.sort(perm[n_train:])
 
 
 def within_client_split(n: int, train_frac: float, repeat: int, seed: int
@@ -65,10 +46,7 @@ def within_client_split(n: int, train_frac: float, repeat: int, seed: int
     """The ``repeat``-th random train/test split of ``n`` samples (relative indices)."""
     if n < 2:
         raise ValueError(f"a client needs at least 2 samples for a train/test split, has {n}")
-    try:
-        from ..data.splits import repeated_random_splits
-    except ImportError:  # see partition()
-        repeated_random_splits = _repeated_random_splits
+    from ..data.splits import repeated_random_splits
     for r, (tr, te) in enumerate(repeated_random_splits(n, train_frac=train_frac,
                                                         repeats=repeat + 1, seed=seed)):
         if r == repeat:
