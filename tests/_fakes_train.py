@@ -39,7 +39,7 @@ def make_items(n_subjects=6, per_subject=6, num_classes=3, seed=0, datasets=("sy
             flow = torch.randn(1, 3, 28, 28, generator=g) * 0.5
             flow[0, y % 3] += 1.0
             au = torch.zeros(1, 12)
-            au[0, y * 2] = 1.0
+            au[0, (y * 2) % 12] = 1.0
             items.append(Data(x=x, pos=torch.rand(65, 2, generator=g) * 128, flow=flow, au=au,
                               y=torch.tensor([y]), subject=f"s{s:02d}", dataset=ds, clip=f"s{s:02d}_{k}"))
     return FakeSet(items, num_classes)
