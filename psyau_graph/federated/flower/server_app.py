@@ -54,6 +54,7 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
                   "summary": summarize(records) if records else {},
                   "failures": strategy.failures, "rejected": strategy.rejected,
                   "wall_time": wall, "round_time_mean": wall / cfg.rounds,
+                  "round_times": [strategy.round_times.get(r) for r in range(1, cfg.rounds + 1)],
                   "shared_keys": keys}
         if extras["out"]:
             write_outputs(result, extras["out"])

@@ -18,6 +18,7 @@ or failed nodes are sampled again in the next round (retry).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -43,6 +44,8 @@ class _Tracked:
         self.train_loss: dict[int, dict] = {}   # round -> node -> (loss, client-index)
         self.node_client: dict[int, int] = {}   # node id -> client-index it reported
         self.received: list[RecordDict] = []     # every reply content (inspected by tests)
+        self.round_start: dict[int, float] = {}
+        self.round_times: dict[int, float] = {}  # round -> seconds (train + evaluate)
 
     def _remember_reference(self, arrays: ArrayRecord) -> None:
         self.reference = arrays.to_torch_state_dict()
@@ -102,6 +105,7 @@ class _Tracked:
 
     # Flower hooks -----------------------------------------------------------
     def configure_train(self, server_round, arrays, config, grid):
+        self.round_start[server_round] = time.perf_counter()
         self._remember_reference(arrays)
         return super().configure_train(server_round, arrays, config, grid)
 
@@ -109,8 +113,11 @@ class _Tracked:
         return super().aggregate_train(server_round, self._validated(server_round, list(replies)))
 
     def aggregate_evaluate(self, server_round, replies):
-        return super().aggregate_evaluate(server_round,
-                                          self._record_evaluate(server_round, list(replies)))
+        out = super().aggregate_evaluate(server_round,
+                                         self._record_evaluate(server_round, list(replies)))
+        if server_round in self.round_start:
+            self.round_times[server_round] = time.perf_counter() - self.round_start[server_round]
+        return out
 
 
 class TrackedFedAvg(_Tracked, FedAvg):
@@ -190,6 +197,11 @@ class PFedProx(TrackedFedProx):
             node = int(msg.metadata.src_node_id)
             self.hat[node] = msg.content[self.arrayrecord_key].to_torch_state_dict()
             self.n[node] = int(msg.content["metrics"][self.weighted_by_key])
+        # canonical order (by the client index nodes report): the float sums of the
+        # mixtures then do not depend on the order in which replies arrived
+        order = sorted(self.hat, key=lambda j: (self.node_client.get(j, j), j))
+        self.hat = {j: self.hat[j] for j in order}
+        self.n = {j: self.n[j] for j in order}
         # the returned "global" model is the sample-weighted mean over every node's last model
         # (what a node never heard from receives)
         nodes = list(self.hat)

@@ -1,0 +1,192 @@
+"""Federated engines: wall time per round, in-process vs Flower simulation vs Flower
+deployment (loopback), same work, same run; and cost as the number of clients grows.
+
+Part 1 — 3 clients, the paper's network (FedPsyAU) on a small random clip cache, FedAvg,
+R rounds of E local epochs. Per-round wall time measured by the server (train + evaluate
+of all clients, server aggregation). Round 1 is the warm-up (actor/process start, imports);
+the median and spread are over rounds 2..R. Start-up (Ray / SuperLink + SuperNodes) is
+reported separately.
+
+Part 2 — simulation with 2, 4, 8, 16 small clients (toy MLP task): per-round time and the
+peak resident memory of this process plus every process it spawned (Ray workers),
+sampled every 0.2 s with psutil.
+
+Usage: python benchmarks/federated.py [--rounds 4] [--quick]
+Writes benchmarks/results/federated.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from psyau_graph.federated.config import FederatedConfig  # noqa: E402
+from psyau_graph.federated.flower.deployment import LocalDeployment  # noqa: E402
+from psyau_graph.federated.flower.simulation import run_simulation  # noqa: E402
+from psyau_graph.federated.run import FederatedRun  # noqa: E402
+from psyau_graph.federated.task import FedPsyAUTask, ToyTask, make_toy_data  # noqa: E402
+
+
+class PeakRSS:
+    """Peak summed RSS (MiB) of this process and all its descendants."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
+
+    def _sample(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total / 2**20)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t = threading.Thread(target=self._sample, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def _stats(times):
+    steady = [t for t in times[1:] if t is not None] or [t for t in times if t is not None]
+    return {"per_round_s": times, "median_s": statistics.median(steady),
+            "min_s": min(steady), "max_s": max(steady), "n": len(steady)}
+
+
+def make_cache(root: Path, clients: int, subjects_per_client: int, clips: int) -> Path:
+    from _fed_helpers import make_clip_cache
+    subs = [f"s{i:02d}" for i in range(clients * subjects_per_client)]
+    return make_clip_cache(root, subjects=subs, clips_per_subject=clips, seed=0)
+
+
+def split_cache(cache: Path, cfg: FederatedConfig, out: Path) -> list[Path]:
+    """One folder per lab holding only its subjects (same partition as the other engines)."""
+    import shutil
+    from psyau_graph.federated.client import partition
+    from psyau_graph.data.dataset import MEDataset
+    ds = MEDataset(cache)
+    subjects = [str(s) for s in ds.subjects]
+    folders = []
+    for i, idx in enumerate(partition(subjects, cfg.clients, cfg.part_seed)):
+        keep = {subjects[j] for j in idx}
+        lab = out / f"lab{i}"
+        for s in keep:
+            for src in (cache / "clips").glob(f"*/{s}"):
+                dst = lab / "clips" / src.parent.name / s
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+        folders.append(lab)
+    return folders
+
+
+def engines(tmp: Path, rounds: int, epochs: int) -> dict:
+    cache = make_cache(tmp / "cache", clients=3, subjects_per_client=2, clips=8)
+    cfg = FederatedConfig(clients=3, rounds=rounds, local_epochs=epochs, strategy="fedavg",
+                          lr=1e-3, batch_size=8, repeats=1)
+    task_spec = {"name": "fedpsyau", "model_config": {"num_classes": 3}}
+    out = {}
+    # in-process (one torch thread, like each Flower client process)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        res = FederatedRun(cache, cfg, task=FedPsyAUTask({"num_classes": 3}), progress=False).run()
+    out["inprocess"] = {**_stats(res["round_times"]), "total_s": time.perf_counter() - t0,
+                        "peak_rss_mib": mem.peak}
+    torch.set_num_threads(threads)
+    print("inprocess", out["inprocess"]["median_s"], flush=True)
+    # Flower simulation
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        res = run_simulation(cache, cfg, task_spec, num_cpus=2, work_dir=tmp / "sim")
+    total = time.perf_counter() - t0
+    out["simulation"] = {**_stats(res["round_times"]), "total_s": total,
+                         "startup_s": total - res["wall_time"], "peak_rss_mib": mem.peak}
+    print("simulation", out["simulation"]["median_s"], flush=True)
+    # Flower deployment: SuperLink + 3 SuperNodes on loopback, each with its own folder
+    labs = split_cache(cache, cfg, tmp / "labs")
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        with LocalDeployment(tmp / "dep", labs, tls=False, startup_timeout=180) as dep:
+            started = time.perf_counter() - t0
+            res = dep.run(cfg, task_spec, tmp / "dep_out", timeout=1800)
+    out["deployment"] = {**_stats(res["round_times"]), "total_s": time.perf_counter() - t0,
+                         "startup_s": started, "peak_rss_mib": mem.peak,
+                         "note": "each message runs in a fresh flwr-clientapp process "
+                                 "(SuperNode subprocess isolation): imports every time"}
+    print("deployment", out["deployment"]["median_s"], flush=True)
+    base = out["inprocess"]["median_s"]
+    for k in ("simulation", "deployment"):
+        out[k]["ratio_to_inprocess"] = out[k]["median_s"] / base
+    return out
+
+
+def scaling(tmp: Path, rounds: int, sizes) -> dict:
+    out = {}
+    for k in sizes:
+        data = make_toy_data(tmp / f"toy{k}.pt", subjects=k, per_subject=40, seed=k)
+        cfg = FederatedConfig(clients=k, rounds=rounds, local_epochs=2, strategy="fedavg",
+                              lr=0.02, batch_size=16, repeats=1)
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            res = run_simulation(data, cfg, {"name": "toy"}, num_cpus=2, work_dir=tmp / f"s{k}")
+        total = time.perf_counter() - t0
+        out[str(k)] = {**_stats(res["round_times"]), "total_s": total,
+                       "startup_s": total - res["wall_time"], "peak_rss_mib": mem.peak}
+        print("scaling", k, out[str(k)]["median_s"], mem.peak, flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--sizes", default="2,4,8,16")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="psyau-fedbench-") as d:
+        tmp = Path(d)
+        result = {
+            "what": "wall time per federated round (server-measured: train + evaluate of every "
+                    "client + aggregation); round 1 = warm-up, median/min/max over rounds 2..R",
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "torch": torch.__version__, "flwr": __import__("flwr").__version__,
+                        "shared": "2 CPU cores shared with other jobs running at the same time; "
+                                  "absolute times are noisy, compare within this run"},
+            "config": {"rounds": args.rounds, "local_epochs": args.epochs, "clients": 3,
+                       "model": "FedPsyAU (paper network), 48 random clips (16 per client)"},
+            "engines": engines(tmp, args.rounds, args.epochs),
+            "scaling_simulation_toy": scaling(tmp, 3, [int(s) for s in args.sizes.split(",")]),
+        }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = Path(args.out).with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(result, indent=2))
+    os.replace(tmp_out, args.out)
+    print(json.dumps(result["engines"], indent=1)[:2000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
