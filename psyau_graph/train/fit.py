@@ -177,7 +177,12 @@ def make_loader(dataset, batch_size: int, *, shuffle: bool, seed: int = 0, num_w
 
 
 def model_forward(model, batch, *, beta=None, return_attention: bool = False):
-    """Run ``model`` on a PyG batch: reshapes ``batch.x`` (B·65, 3, 5, 5) → (B, 65, 3, 5, 5)."""
+    """Run ``model`` on a PyG batch: reshapes ``batch.x`` (B·65, 3, 5, 5) → (B, 65, 3, 5, 5).
+
+    Shapes:
+        batch.x: (B·65, 3, 5, 5); batch.flow: (B, 3, 28, 28) → ``out.logits`` (B, C),
+        ``out.au_afe``/``out.au_gat`` (B, 12) or None.
+    """
     b = int(batch.num_graphs)
     x = batch.x
     if x.shape[0] % b:
@@ -227,6 +232,9 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
             ``psyau_graph.nn.fedpsyau_loss``).
         grad_clip: max gradient norm (default: None).
 
+    Shapes:
+        batches: ``x`` (B·65, 3, 5, 5), ``flow`` (B, 3, 28, 28), ``y`` (B,), ``au`` (B, 12).
+
     Returns:
         ``{"loss": mean loss per sample, "n": samples, "lr": last lr, <part>: mean, "extra": mean}``.
     """
@@ -272,6 +280,16 @@ def evaluate(model, loader, *, num_classes: int, loss_weights=DEFAULT_LOSS_WEIGH
              loss_fn=None, class_names: Sequence[str] | None = None,
              device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """Predict every sample of ``loader`` and score it.
+
+    Args:
+        model: network with the FedPsyAU forward signature.
+        loader: PyG DataLoader (not shuffled, so outputs follow the dataset order).
+        num_classes: number of classes C.
+        loss_weights, beta, loss_fn: as in :func:`train_one_epoch`.
+        class_names: names for the report (default: indices).
+
+    Shapes:
+        batches as in :func:`train_one_epoch`; outputs below with N = samples.
 
     Returns:
         dict with ``uf1, uar, acc, loss`` (floats), ``au_f1`` (mean, or None when the
