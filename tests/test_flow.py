@@ -142,6 +142,21 @@ def test_bad_input_messages_name_the_argument():
         compute_flow_batch(np.zeros((16, 16), np.float32), np.zeros((16, 16), np.float32))
 
 
+def test_opencv_failures_become_clear_errors():
+    tiny = np.zeros((9, 9), np.uint8)
+    with pytest.raises(ValueError, match="DIS failed on images of shape"):
+        compute_flow(tiny, tiny, "dis")
+    with pytest.raises(ValueError, match="Farneback failed"):
+        compute_flow(np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8), "farneback", pyr_scale=1.5)
+
+
+def test_real_non_finite_flow_raises(base):
+    # Farneback with a zero window divides by zero: NaN flow, which must not pass through.
+    img = np.round(base * 255).astype(np.uint8)
+    with pytest.raises(FlowError, match="non-finite"):
+        compute_flow(img, img, "farneback", winsize=0)
+
+
 def test_unknown_method(base):
     with pytest.raises(ValueError, match="unknown flow method"):
         compute_flow(base, base, "lucas-kanade")

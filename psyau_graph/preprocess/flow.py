@@ -126,7 +126,10 @@ def _dis_flow(a: np.ndarray, b: np.ndarray, params: dict) -> np.ndarray:
     dis.setPatchStride(int(opts["patch_stride"]))
     dis.setGradientDescentIterations(int(opts["grad_descent_iterations"]))
     dis.setVariationalRefinementIterations(int(opts["variational_refinement_iterations"]))
-    flow = dis.calc(_as_uint8(a), _as_uint8(b), None)  # (H, W, 2): (dx, dy)
+    try:
+        flow = dis.calc(_as_uint8(a), _as_uint8(b), None)  # (H, W, 2): (dx, dy)
+    except cv2.error as exc:  # e.g. images under 12 px on both sides
+        raise ValueError(f"OpenCV DIS failed on images of shape {a.shape}: {str(exc).strip()}") from exc
     return np.ascontiguousarray(flow.transpose(2, 0, 1), dtype=np.float32)
 
 
@@ -137,11 +140,15 @@ def _farneback_flow(a: np.ndarray, b: np.ndarray, params: dict) -> np.ndarray:
     unknown = set(opts) - set(FARNEBACK_DEFAULTS)
     if unknown:
         raise TypeError(f"unknown Farneback parameter(s) {sorted(unknown)}; known: {sorted(FARNEBACK_DEFAULTS)}")
-    flow = cv2.calcOpticalFlowFarneback(
-        _as_uint8(a), _as_uint8(b), None, float(opts["pyr_scale"]), int(opts["levels"]),
-        int(opts["winsize"]), int(opts["iterations"]), int(opts["poly_n"]),
-        float(opts["poly_sigma"]), int(opts["flags"]),
-    )
+    try:
+        flow = cv2.calcOpticalFlowFarneback(
+            _as_uint8(a), _as_uint8(b), None, float(opts["pyr_scale"]), int(opts["levels"]),
+            int(opts["winsize"]), int(opts["iterations"]), int(opts["poly_n"]),
+            float(opts["poly_sigma"]), int(opts["flags"]),
+        )
+    except cv2.error as exc:
+        raise ValueError(f"OpenCV Farneback failed on images of shape {a.shape} with {opts}: "
+                         f"{str(exc).strip()}") from exc
     return np.ascontiguousarray(flow.transpose(2, 0, 1), dtype=np.float32)
 
 
