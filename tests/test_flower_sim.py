@@ -87,7 +87,7 @@ def test_only_arrays_and_numeric_metrics_cross_the_wire(runs):
                 assert t.dtype == torch.float32 and t.shape == model[k].shape
         for rec in content.metric_records.values():
             assert set(rec) <= {"num-examples", "train_loss", "client-index", "n_train", "uf1",
-                                "uar", "acc", "loss"}
+                                "uar", "acc", "loss", "dp-weight"}
             for v in rec.values():
                 assert isinstance(v, (int, float)) and not isinstance(v, bool)
     assert n_arrays == 3 * 2                     # one update per client per round

@@ -28,6 +28,10 @@ class FederatedConfig:
         share_bn_stats: share BatchNorm running statistics (default: ``False``, FedBN).
         exclude_prefixes: state-dict prefixes never shared (default: ``()``).
         partition_seed: seed of the subject → client partition (default: ``None`` = ``seed``).
+        dp_noise_multiplier: σ of client-level differential privacy; ``0`` = off (default).
+            Flower engines, fedavg/fedprox only (see :mod:`psyau_graph.federated.privacy`).
+        dp_clipping_norm: L2 clipping norm C of each client's update (default: ``1.0``).
+        dp_delta: δ at which ε is reported (default: ``1e-5``).
     """
 
     clients: int = 5
@@ -46,6 +50,9 @@ class FederatedConfig:
     share_bn_stats: bool = False
     exclude_prefixes: tuple[str, ...] = field(default_factory=tuple)
     partition_seed: int | None = None
+    dp_noise_multiplier: float = 0.0
+    dp_clipping_norm: float = 1.0
+    dp_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         self.exclude_prefixes = tuple(self.exclude_prefixes)
@@ -69,6 +76,15 @@ class FederatedConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 < self.train_frac < 1.0:
             raise ValueError(f"train_frac must lie in (0, 1), got {self.train_frac}")
+        if self.dp_noise_multiplier < 0:
+            raise ValueError(f"dp_noise_multiplier must be >= 0, got {self.dp_noise_multiplier}")
+        if not self.dp_clipping_norm > 0:
+            raise ValueError(f"dp_clipping_norm must be > 0, got {self.dp_clipping_norm}")
+        if not 0 < self.dp_delta < 1:
+            raise ValueError(f"dp_delta must lie in (0, 1), got {self.dp_delta}")
+        if self.dp_noise_multiplier > 0 and self.strategy not in ("fedavg", "fedprox"):
+            raise ValueError("differential privacy (dp_noise_multiplier > 0) is available for "
+                             f"fedavg and fedprox, not {self.strategy!r}")
         if num_subjects is not None and self.clients > num_subjects:
             raise ValueError(f"clients ({self.clients}) exceeds the number of subjects "
                              f"({num_subjects}): clients are disjoint subject groups")

@@ -91,6 +91,9 @@ class FederatedRun:
         self.config = config
         self.subjects = self.task.subjects(self.dataset)
         config.validate(num_subjects=len(set(self.subjects)))
+        if config.dp_noise_multiplier > 0:
+            raise ValueError("differential privacy runs on the Flower engines (simulation, "
+                             "deployment), not in-process")
         self.progress = progress
         self.failures: list[dict] = []
         self.rejected: list[dict] = []

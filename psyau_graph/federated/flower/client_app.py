@@ -81,7 +81,8 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
         context.state["local-state"] = ArrayRecord(new_state)
         metrics = MetricRecord({"num-examples": int(m["n_train"]),
                                 "train_loss": float(m["train_loss"]),
-                                "client-index": int(client)})
+                                "client-index": int(client),
+                                "dp-weight": 1})  # uniform weight, used only in DP mode
         return Message(RecordDict({"arrays": ArrayRecord(shared_out), "metrics": metrics}),
                        reply_to=msg)
 

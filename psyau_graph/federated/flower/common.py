@@ -20,6 +20,7 @@ key                     meaning
 ``data``                simulation only: the cache every virtual node partitions
 ``out``                 server side: folder for metrics.json/csv and plots
 ``timeout``             seconds the server waits for replies per round
+``dp-noise-multiplier`` σ of client-level DP (0 = off); ``dp-clipping-norm``, ``dp-delta``
 ======================  ==============================================
 
 Node config (per SuperNode): ``data-path`` (the node's own cache, deployment),
@@ -55,7 +56,8 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
     for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats", "seed", "min_clients"):
         if name in kw:
             kw[name] = int(kw[name])
-    for name in ("mu", "theta", "lr", "weight_decay", "train_frac"):
+    for name in ("mu", "theta", "lr", "weight_decay", "train_frac", "dp_noise_multiplier",
+                 "dp_clipping_norm", "dp_delta"):
         if name in kw:
             kw[name] = float(kw[name])
     if "share_bn_stats" in kw:

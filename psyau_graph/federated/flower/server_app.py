@@ -19,6 +19,7 @@ from ..results import summarize
 from ..run import write_outputs
 from ..task import make_task
 from .common import from_run_config
+from ..privacy import privacy_report, wrap_dp
 from .strategy import make_strategy
 
 log = logging.getLogger(__name__)
@@ -41,25 +42,32 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         task = make_task(task_spec)
         init = initial_state(task, cfg.seed + extras["repeat"])
         keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
-        strategy = make_strategy(cfg.strategy, num_nodes=cfg.clients, mu=cfg.mu, theta=cfg.theta,
-                                 min_clients=cfg.min_clients)
+        inner = make_strategy(cfg.strategy, num_nodes=cfg.clients, mu=cfg.mu, theta=cfg.theta,
+                              min_clients=cfg.min_clients)
+        strategy = inner
+        if cfg.dp_noise_multiplier > 0:
+            strategy = wrap_dp(inner, noise_multiplier=cfg.dp_noise_multiplier,
+                               clipping_norm=cfg.dp_clipping_norm, num_clients=cfg.clients)
         t0 = time.perf_counter()
         strategy.start(grid=grid, initial_arrays=ArrayRecord(core.select(init, keys)),
                        num_rounds=cfg.rounds, timeout=extras["timeout"],
                        train_config=ConfigRecord({"local-epochs": cfg.local_epochs}),
                        evaluate_config=ConfigRecord({}))
         wall = time.perf_counter() - t0
-        records = sorted(strategy.records, key=lambda r: (r["round"], r["client"]))
+        records = sorted(inner.records, key=lambda r: (r["round"], r["client"]))
         result = {"engine": "flower", "config": cfg.to_dict(), "records": records,
                   "summary": summarize(records) if records else {},
-                  "failures": strategy.failures, "rejected": strategy.rejected,
+                  "failures": inner.failures, "rejected": inner.rejected,
                   "wall_time": wall, "round_time_mean": wall / cfg.rounds,
-                  "round_times": [strategy.round_times.get(r) for r in range(1, cfg.rounds + 1)],
-                  "shared_keys": keys}
+                  "round_times": [inner.round_times.get(r) for r in range(1, cfg.rounds + 1)],
+                  "shared_keys": keys,
+                  "privacy": (privacy_report(cfg.dp_noise_multiplier, cfg.dp_clipping_norm,
+                                             cfg.rounds, cfg.clients, cfg.dp_delta)
+                              if cfg.dp_noise_multiplier > 0 else None)}
         if extras["out"]:
             write_outputs(result, extras["out"])
         if sink is not None:
-            sink({**result, "strategy_object": strategy})
+            sink({**result, "strategy_object": inner})
 
     return app
 
