@@ -418,3 +418,7 @@ def test_bad_inputs_raise_clear_errors():
         conv(x.unsqueeze(0), edge_index)
     with pytest.raises(ValueError, match=r"adj must have shape \(7, 7\)"):
         conv.forward_dense(x, torch.ones(6, 6, dtype=torch.bool))
+    with pytest.raises(TypeError, match="edge_index must be"):
+        conv(x, edge_index.tolist())
+    with pytest.raises(ValueError, match=r"edge_index must have shape \(2, E\)"):
+        conv(x, edge_index[0])

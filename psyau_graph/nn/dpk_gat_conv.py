@@ -219,14 +219,21 @@ class DPKGATConv(MessagePassing):
         H, C = self.heads, self.out_channels
         num_nodes = x.size(0)
 
+        if not isinstance(edge_index, Tensor):
+            raise TypeError(f"edge_index must be a (2, E) tensor or a torch sparse adjacency, got "
+                            f"{type(edge_index).__name__} (convert a torch_sparse.SparseTensor with "
+                            f".to_torch_sparse_coo_tensor())")
         if is_torch_sparse_tensor(edge_index):
             edge_index, sparse_values = _sparse_to_edges(edge_index, num_nodes)
             if isinstance(edge_prior, str):
                 if edge_prior != "values":
                     raise ValueError(f"edge_prior as a string must be 'values', got {edge_prior!r}")
                 edge_prior = sparse_values
-        elif isinstance(edge_prior, str):
-            raise ValueError("edge_prior='values' needs a torch sparse adjacency as edge_index")
+        else:
+            if edge_index.dim() != 2 or edge_index.size(0) != 2:
+                raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+            if isinstance(edge_prior, str):
+                raise ValueError("edge_prior='values' needs a torch sparse adjacency as edge_index")
 
         prior: Optional[Tensor] = None
         if edge_prior is not None:
