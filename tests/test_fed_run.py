@@ -158,3 +158,35 @@ def test_real_network_on_a_clip_cache(tmp_path):
     keys = core.shared_keys(task.make_model())
     assert not any(k.endswith("running_mean") for k in keys)   # FedBN on the real network
     assert (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_cli_federate_inprocess(toy, tmp_path, capsys):
+    from psyau_graph.cli import main
+
+    out = tmp_path / "fed"
+    rc = main(["federate", "--data", str(toy), "--task", "toy", "--clients", "2", "--rounds", "2",
+               "--local-epochs", "1", "--strategy", "local,p-fedprox", "--repeats", "1",
+               "--lr", "0.02", "--batch-size", "16", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "p-fedprox" in text and "local" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["summary"]) == {"local", "p-fedprox"}
+    assert summary["engines"] == {"local": "inprocess", "p-fedprox": "inprocess"}
+    for s in ("local", "p-fedprox"):
+        assert (out / s / "metrics.csv").exists()
+    assert (out / "clients_uf1_uar.png").exists() and (out / "loss_by_round.png").exists()
+
+
+def test_cli_federate_bad_config_fails_before_starting(toy, tmp_path, capsys):
+    from psyau_graph.cli import main
+
+    rc = main(["federate", "--data", str(toy), "--task", "toy", "--theta", "1.5",
+               "--out", str(tmp_path / "x")])
+    assert rc == 2 and "theta" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    rc = main(["federate", "--data", str(toy), "--task", "toy", "--clients", "9",
+               "--strategy", "fedavg", "--out", str(tmp_path / "y")])
+    assert rc == 2 and "exceeds the number of subjects" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["federate", "--data", str(toy), "--strategy", "fedsgd", "--out", str(tmp_path)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 STRATEGY_CHOICES = ("local", "fedavg", "fedprox", "p-fedprox")
 
@@ -66,7 +67,11 @@ def run(args) -> int:
                   lr=args.lr, batch_size=args.batch_size, mu=args.mu, theta=args.theta,
                   repeats=args.repeats, seed=args.seed, min_clients=args.min_clients,
                   share_bn_stats=args.share_bn_stats)
-    configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}  # validate all first
+    try:  # validate every configuration before anything starts
+        configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}
+    except ValueError as exc:
+        print(f"psyau federate: error: {exc}", file=sys.stderr)
+        return 2
     if args.engine == "deployment" and not args.node_data:
         raise SystemExit("psyau federate: --engine deployment needs --node-data DIR [DIR ...] "
                          "(one data folder per SuperNode)")
@@ -84,7 +89,11 @@ def run(args) -> int:
         engine = "inprocess" if s == "local" else args.engine
         engines[s] = engine
         if engine == "inprocess":
-            run_ = FederatedRun(dataset if dataset is not None else args.data, cfg, task=task)
+            try:
+                run_ = FederatedRun(dataset if dataset is not None else args.data, cfg, task=task)
+            except ValueError as exc:  # e.g. more clients than subjects
+                print(f"psyau federate: error: {exc}", file=sys.stderr)
+                return 2
             dataset = run_.dataset
             res = run_.run(out / s)
         elif engine == "simulation":
