@@ -40,6 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="accepted client updates a round needs (default: 1)")
     p.add_argument("--share-bn-stats", action="store_true",
                    help="also share BatchNorm running statistics (default: kept local, FedBN)")
+    p.add_argument("--dp-noise-multiplier", type=float, default=0.0,
+                   help="client-level differential privacy noise multiplier sigma; 0 = off "
+                        "(Flower engines, fedavg/fedprox)")
+    p.add_argument("--dp-clipping-norm", type=float, default=1.0,
+                   help="L2 clipping norm of each client update (default: 1.0)")
+    p.add_argument("--dp-delta", type=float, default=1e-5, help="delta for the reported epsilon")
     p.add_argument("--label-scheme", default=None, help="label scheme of the cache (default: its own)")
     p.add_argument("--ablation", default="VI", help="model ablation setting (default: VI)")
     p.add_argument("--task", choices=("fedpsyau", "toy"), default="fedpsyau",
@@ -66,7 +72,8 @@ def run(args) -> int:
     common = dict(clients=args.clients, rounds=args.rounds, local_epochs=args.local_epochs,
                   lr=args.lr, batch_size=args.batch_size, mu=args.mu, theta=args.theta,
                   repeats=args.repeats, seed=args.seed, min_clients=args.min_clients,
-                  share_bn_stats=args.share_bn_stats)
+                  share_bn_stats=args.share_bn_stats, dp_noise_multiplier=args.dp_noise_multiplier,
+                  dp_clipping_norm=args.dp_clipping_norm, dp_delta=args.dp_delta)
     try:  # validate every configuration before anything starts
         configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}
     except ValueError as exc:
