@@ -158,13 +158,24 @@ def _gaussian_kernel(sigma: float, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur, reflect padding. img: (B, 1, H, W)."""
-    k = _gaussian_kernel(sigma, img.dtype)
-    r = k.numel() // 2
+    """Separable Gaussian blur with reflect padding. img: (B, 1, H, W).
+
+    Written as a weighted sum of shifted slices: for a 7-tap kernel on one
+    channel this is several times faster on CPU than ``conv2d``.
+    """
+    k = _gaussian_kernel(sigma, img.dtype).tolist()
+    r = len(k) // 2
     h, w = img.shape[-2:]
     mode = "reflect" if min(h, w) > r else "replicate"
-    out = F.conv2d(F.pad(img, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(out, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1))
+    padded = F.pad(img, (r, r, 0, 0), mode=mode)
+    out = padded[..., :, 0:w] * k[0]
+    for i in range(1, len(k)):
+        out.add_(padded[..., :, i:i + w], alpha=k[i])
+    padded = F.pad(out, (0, 0, r, r), mode=mode)
+    out = padded[..., 0:h, :] * k[0]
+    for i in range(1, len(k)):
+        out.add_(padded[..., i:i + h, :], alpha=k[i])
+    return out
 
 
 def _pyramid(img: torch.Tensor, p: TVL1Params) -> list[torch.Tensor]:
@@ -257,10 +268,17 @@ def _solve_level(I0: torch.Tensor, I1: torch.Tensor, flow: torch.Tensor, p: TVL1
     nrm = torch.empty_like(u)
     rho = torch.empty_like(I0)
     active = torch.ones(b, dtype=torch.bool, device=I0.device)
+    # Views of the buffers, made once: every update below is in place, so they stay valid.
+    u0, u1 = u[:, :1], u[:, 1:]
+    u_right, u_left = u[..., :, 1:], u[..., :, :-1]
+    u_down, u_up = u[..., 1:, :], u[..., :-1, :]
+    u_inner_x, u_inner_y = u[..., :, 1:], u[..., 1:, :]
+    px_left, py_up = px[..., :, :-1], py[..., :-1, :]
+    ux_left, uy_up = ux[..., :, :-1], uy[..., :-1, :]
     for _ in range(p.num_warp):
         u_prev = u.clone()
         if p.prefilter:
-            u = _median3(u)
+            u.copy_(_median3(u))
         warped = _warp(stack, u, base, p.interpolation)
         I1w, grad = warped[:, :1], warped[:, 1:].contiguous()  # (B,1,h,w), (B,2,h,w)
         gx, gy = grad[:, :1], grad[:, 1:]
@@ -269,26 +287,26 @@ def _solve_level(I0: torch.Tensor, I1: torch.Tensor, flow: torch.Tensor, p: TVL1
         rho_c = I1w - I0 - (grad * u).sum(1, keepdim=True)
         for _ in range(p.num_iter):
             # thresholding: wf = u - clip(rho / |grad|^2, -lt, lt) * grad
-            torch.addcmul(rho_c, gx, u[:, :1], out=rho)
-            rho.addcmul_(gy, u[:, 1:])
+            torch.addcmul(rho_c, gx, u0, out=rho)
+            rho.addcmul_(gy, u1)
             rho.mul_(inv_ni).clamp_(-lt, lt)
             torch.addcmul(u, rho, grad, value=-1.0, out=wf)
             for _ in range(p.num_reg_iter):
                 # u = wf + theta * div(p)
                 torch.add(wf, px, alpha=theta, out=u)
-                u[..., :, 1:].sub_(px[..., :, :-1], alpha=theta)
+                u_inner_x.sub_(px_left, alpha=theta)
                 u.add_(py, alpha=theta)
-                u[..., 1:, :].sub_(py[..., :-1, :], alpha=theta)
+                u_inner_y.sub_(py_up, alpha=theta)
                 # p = (p + step * grad u) / (1 + step * |grad u|)
-                torch.sub(u[..., :, 1:], u[..., :, :-1], out=ux[..., :, :-1])
-                torch.sub(u[..., 1:, :], u[..., :-1, :], out=uy[..., :-1, :])
-                torch.hypot(ux, uy, out=nrm)
-                nrm.mul_(step).add_(1.0)
+                torch.sub(u_right, u_left, out=ux_left)
+                torch.sub(u_down, u_up, out=uy_up)
+                torch.mul(ux, ux, out=nrm)  # (torch.hypot is several times slower on CPU)
+                nrm.addcmul_(uy, uy).sqrt_().mul_(step).add_(1.0)
                 px.add_(ux, alpha=step).div_(nrm)
                 py.add_(uy, alpha=step).div_(nrm)
         if p.tol > 0:
             change = ((u - u_prev) ** 2).sum(1).mean(dim=(-2, -1))
-            u = torch.where(active.view(b, 1, 1, 1), u, u_prev)
+            u.copy_(torch.where(active.view(b, 1, 1, 1), u, u_prev))
             active = active & (change >= p.tol)
             if not bool(active.any()):
                 break
