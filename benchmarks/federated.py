@@ -3,7 +3,9 @@ deployment (loopback), same work, same run; and cost as the number of clients gr
 
 Part 1 — 3 clients, the paper's network (FedPsyAU) on a small random clip cache, FedAvg,
 R rounds of E local epochs. Per-round wall time measured by the server (train + evaluate
-of all clients, server aggregation). Round 1 is the warm-up (actor/process start, imports);
+of all clients, server aggregation). In-process runs the clients one after the other
+(torch with 2 threads, and with 1); simulation runs 2 ClientApp actors (1 CPU, 1 thread
+each) in parallel; deployment runs one SuperNode per client. Round 1 is the warm-up (actor/process start, imports);
 the median and spread are over rounds 2..R. Start-up (Ray / SuperLink + SuperNodes) is
 reported separately.
 
@@ -107,16 +109,19 @@ def engines(tmp: Path, rounds: int, epochs: int) -> dict:
                           lr=1e-3, batch_size=8, repeats=1)
     task_spec = {"name": "fedpsyau", "model_config": {"num_classes": 3}}
     out = {}
-    # in-process (one torch thread, like each Flower client process)
+    # in-process: clients one after the other, torch with 2 threads (default here) and with
+    # 1 thread (what each Flower client process gets)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    with PeakRSS() as mem:
-        res = FederatedRun(cache, cfg, task=FedPsyAUTask({"num_classes": 3}), progress=False).run()
-    out["inprocess"] = {**_stats(res["round_times"]), "total_s": time.perf_counter() - t0,
-                        "peak_rss_mib": mem.peak}
+    for name, n in (("inprocess", threads), ("inprocess_1thread", 1)):
+        torch.set_num_threads(n)
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            res = FederatedRun(cache, cfg, task=FedPsyAUTask({"num_classes": 3}),
+                               progress=False).run()
+        out[name] = {**_stats(res["round_times"]), "total_s": time.perf_counter() - t0,
+                     "peak_rss_mib": mem.peak, "torch_threads": n}
+        print(name, out[name]["median_s"], flush=True)
     torch.set_num_threads(threads)
-    print("inprocess", out["inprocess"]["median_s"], flush=True)
     # Flower simulation
     t0 = time.perf_counter()
     with PeakRSS() as mem:
@@ -138,7 +143,7 @@ def engines(tmp: Path, rounds: int, epochs: int) -> dict:
                                  "(SuperNode subprocess isolation): imports every time"}
     print("deployment", out["deployment"]["median_s"], flush=True)
     base = out["inprocess"]["median_s"]
-    for k in ("simulation", "deployment"):
+    for k in ("inprocess_1thread", "simulation", "deployment"):
         out[k]["ratio_to_inprocess"] = out[k]["median_s"] / base
     return out
 

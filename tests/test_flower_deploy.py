@@ -52,3 +52,50 @@ def test_two_labs_over_tls_two_rounds(tmp_path):
     assert all(0.0 <= r["uf1"] <= 1.0 for r in res["records"])
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["config"]["rounds"] == 2 and len(saved["records"]) == 4
+
+
+@pytest.mark.slow
+def test_stop_mid_run_leaves_no_process(tmp_path):
+    """Interrupted while a run is in progress: the SuperLink's and SuperNodes' helper
+    processes (flower-superexec, flwr-serverapp, flwr-clientapp) are stopped too."""
+    import threading
+    import time
+
+    lab_a = make_toy_data(tmp_path / "labA" / "toy.pt", subjects=2, per_subject=20, seed=1)
+    lab_b = make_toy_data(tmp_path / "labB" / "toy.pt", subjects=2, per_subject=20, seed=2)
+    cfg = FederatedConfig(clients=2, rounds=50, local_epochs=1, strategy="fedavg", lr=0.02,
+                          batch_size=16, repeats=1)
+    dep = LocalDeployment(tmp_path / "run", [lab_a.parent, lab_b.parent], startup_timeout=120)
+    errors = []
+    try:
+        dep.start()
+        t = threading.Thread(target=lambda: errors.append(
+            _run_quietly(dep, cfg, tmp_path / "out")), daemon=True)
+        t.start()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and "flwr-serverapp" not in _cmdlines(dep):
+            time.sleep(0.5)
+        assert "flwr-serverapp" in _cmdlines(dep), "the run never started"
+    finally:
+        dep.stop()
+    assert dep.alive() == []
+    assert "flwr-serverapp" not in _cmdlines(dep)
+
+
+def _cmdlines(dep) -> str:
+    from pathlib import Path
+    out = []
+    for pid in dep.alive():
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return "\n".join(out)
+
+
+def _run_quietly(dep, cfg, out):
+    try:
+        dep.run(cfg, {"name": "toy"}, out, timeout=600)
+    except Exception as exc:  # expected: the deployment is stopped under the run
+        return exc
+    return None

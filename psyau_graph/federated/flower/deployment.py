@@ -38,6 +38,26 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _proc_table() -> dict[int, tuple[str, int, int]]:
+    """``pid -> (state, ppid, pgid)`` of every process (Linux ``/proc``; empty elsewhere)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        rest = text[text.rindex(")") + 2:].split()
+        table[int(stat.parent.name)] = (rest[0], int(rest[1]), int(rest[2]))
+    return table
+
+
+def _signal(pid: int, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _bin(name: str) -> str:
     cand = Path(sys.executable).with_name(name)
     if cand.exists():
@@ -121,6 +141,7 @@ class LocalDeployment:
         self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
                                             self.env.get("PATH", "")])
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self._seen: set[int] = set()
         self.port: int | None = None
         self.certs: dict[str, Path] | None = None
 
@@ -186,42 +207,57 @@ class LocalDeployment:
         home = Path(self.env["FLWR_HOME"])
         (home / "config.toml").write_text("\n".join(lines) + "\n")
 
+    def _tree(self) -> set[int]:
+        """Live PIDs of every started process, its process group and its descendants
+        (the SuperLink/SuperNode start flower-superexec, flwr-serverapp and flwr-clientapp in
+        sessions of their own, so process groups alone do not cover them). Linux ``/proc``."""
+        table = _proc_table()
+        roots = {p.pid for _, p in self.procs}
+        found: set[int] = set()
+        frontier = {pid for pid in roots if pid in table}
+        frontier |= {pid for pid, (_, _, pg) in table.items() if pg in roots}
+        while frontier:
+            found |= frontier
+            frontier = {pid for pid, (_, pp, _) in table.items() if pp in found and pid not in found}
+        return {pid for pid in found if table[pid][0] != "Z"}
+
+    def _remember_tree(self) -> None:
+        self._seen |= self._tree()
+
     def stop(self) -> None:
-        """Terminate every started process group (TERM, then KILL after 10 s)."""
+        """Stop everything started here: SIGTERM to the process groups and every descendant
+        seen, wait up to 10 s, then SIGKILL what is left (by PID)."""
+        self._remember_tree()
         for name, p in reversed(self.procs):
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
-                    continue
-        for name, p in reversed(self.procs):
+                    pass
+        for pid in sorted(self._seen):
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            for _, p in self.procs:
+                p.poll()
+            if not self.alive():
+                break
+            time.sleep(0.2)
+        for pid in self.alive():
+            _signal(pid, signal.SIGKILL)
+        for _, p in self.procs:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                pass
-            # helpers the SuperLink/SuperNode spawned (flwr-serverapp, flwr-clientapp) live in
-            # the same process group: make sure none outlives its parent
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            p.wait(timeout=10)
+                _signal(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
 
     def alive(self) -> list[int]:
-        """PIDs of live (non-zombie) processes in the process groups this object started
-        (Linux ``/proc``)."""
-        groups = {p.pid for _, p in self.procs}
-        live = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                text = stat.read_text()
-            except OSError:
-                continue
-            fields = text[text.rindex(")") + 2:].split()
-            state, pgid = fields[0], int(fields[2])
-            if pgid in groups and state != "Z":
-                live.append(int(stat.parent.name))
-        return live
+        """PIDs of live (non-zombie) processes among those started here and their
+        descendants (Linux ``/proc``)."""
+        table = _proc_table()
+        pids = (self._seen | self._tree()) & set(table)
+        return sorted(pid for pid in pids if table[pid][0] != "Z")
 
     def __enter__(self):
         try:
@@ -251,6 +287,7 @@ class LocalDeployment:
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
+                self._remember_tree()
                 if metrics.exists():
                     break
                 if runner.poll() is not None and not metrics.exists():
