@@ -7,7 +7,7 @@ member leans towards friends who share many of its friends. The script trains
 the same model with β = 0 (plain GAT attention), a constant β and the authors'
 decaying β schedule, over a few seeds, and prints train/test accuracy.
 
-    python examples/karate_dpkgat.py [--epochs 200] [--seeds 5]
+    python examples/karate_dpkgat.py [--epochs 100] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ def train_once(data, prior, schedule, epochs: int, seed: int) -> tuple[float, fl
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=200)
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--beta", type=float, default=0.5)
     args = parser.parse_args(argv)
 
