@@ -4,9 +4,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "karate_dpkgat.py"
 
 
+@pytest.mark.slow  # a few seconds of CPU; over 20 s of wall time on a busy machine
 def test_karate_example_learns():
     spec = importlib.util.spec_from_file_location("karate_dpkgat", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
