@@ -114,7 +114,6 @@ def test_options_bicubic_and_median(base):
 
 
 def test_non_square_and_torch_input():
-    rng = np.random.default_rng(5)
     base = face(64)[:48, :]
     truth = np.zeros((2, 48, 64), np.float32)
     truth[0] = 0.5
@@ -122,7 +121,6 @@ def test_non_square_and_torch_input():
     flow = tvl1_flow(torch.from_numpy(i0), torch.from_numpy(i1))
     assert flow.shape == (1, 2, 48, 64)
     assert epe(flow[0].numpy(), truth) < 0.1
-    del rng
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from .tvl1 import TVL1Params, tvl1_flow
+from .tvl1 import tvl1_flow
 
 __all__ = ["METHODS", "compute_flow", "compute_flow_batch", "apex_window_flow", "FlowError"]
 
