@@ -422,3 +422,22 @@ def test_bad_inputs_raise_clear_errors():
         conv(x, edge_index.tolist())
     with pytest.raises(ValueError, match=r"edge_index must have shape \(2, E\)"):
         conv(x, edge_index[0])
+
+
+def test_dense_path_single_graph_and_errors():
+    x, edge_index, prior = _graph(seed=47)
+    conv = DPKGATConv(5, 4, heads=2)
+    adj = torch.zeros(7, 7, dtype=torch.bool)
+    adj[edge_index[1], edge_index[0]] = True
+    dense_prior = torch.zeros(7, 7)
+    dense_prior[edge_index[1], edge_index[0]] = prior
+    out, alpha = conv.forward_dense(x, adj, dense_prior, beta=0.5, return_attention_weights=True)
+    assert out.shape == (7, 8) and alpha.shape == (2, 7, 7)
+    torch.testing.assert_close(out, conv(x, edge_index, prior, beta=0.5), atol=1e-5, rtol=1e-5)
+    assert bool((alpha[:, ~adj] == 0).all())
+    with pytest.raises(ValueError, match=r"prior must have shape \(7, 7\)"):
+        conv.forward_dense(x, adj, dense_prior[:6])
+    with pytest.raises(ValueError, match="prior must be finite and non-negative"):
+        conv.forward_dense(x, adj, -dense_prior)
+    with pytest.raises(ValueError, match="x must have shape"):
+        conv.forward_dense(x.view(1, 1, 7, 5), adj)
