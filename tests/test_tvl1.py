@@ -67,6 +67,14 @@ def test_agrees_with_skimage(base):
     assert epe(ours, truth) <= sk_err
 
 
+def test_presets():
+    assert TVL1Params.skimage() == TVL1Params(attachment=15.0, num_warp=5, num_iter=10, num_reg_iter=2)
+    assert TVL1Params.fast().num_iter == 15 and TVL1Params.fast(num_warp=2).num_warp == 2
+    assert TVL1Params().replace(tol=0).tol == 0
+    with pytest.raises(TypeError):
+        TVL1Params().replace(lam=1)
+
+
 def test_skimage_order_round_trip():
     f = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     np.testing.assert_array_equal(to_skimage_order(f)[0], f[1])
