@@ -89,6 +89,12 @@ def run(args) -> int:
     from psyau_graph.federated.run import FederatedRun, write_outputs
     from psyau_graph.federated.task import make_task
 
+    if args.task == "fedpsyau" and any(s != "local" for s in configs) and args.engine != "inprocess":
+        # the server builds the initial model without seeing data: tell it the class count
+        probe = make_task(task_spec)
+        probe.load_dataset(args.node_data[0] if args.engine == "deployment" else args.data)
+        task_spec["model_config"]["num_classes"] = probe.num_classes
+
     task = make_task(task_spec)
     records, engines = [], {}
     dataset = None

@@ -73,7 +73,15 @@ def model_shared_keys(task: Task, cfg: FederatedConfig) -> list[str]:
 
 
 def _model_with(task: Task, full_state: Mapping, shared: Mapping | None):
-    model = task.make_model()
+    """The task's model holding ``full_state`` with ``shared`` overwritten.
+
+    One model object per task is built once and reused (building the network costs more
+    than loading a state dict); every tensor of the state dict is overwritten each time.
+    """
+    model = getattr(task, "_fed_model", None)
+    if model is None:
+        model = task.make_model()
+        task._fed_model = model
     state = dict(full_state)
     if shared is not None:
         for k, v in shared.items():
@@ -105,8 +113,8 @@ def local_train(task: Task, full_state: Mapping, shared_in: Mapping | None, data
     if check is not None:
         check(client, rnd)
     seed = round_seed(cfg.seed, repeat, rnd, client)
-    torch.manual_seed(seed)
     model = _model_with(task, full_state, shared_in)
+    torch.manual_seed(seed)  # after building the model: same random stream in every engine
     keys = keys if keys is not None else core.shared_keys(model, cfg.share_bn_stats,
                                                           cfg.exclude_prefixes)
     extra = None

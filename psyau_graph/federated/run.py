@@ -87,7 +87,12 @@ class FederatedRun:
             from dataclasses import asdict
             model_config = asdict(model_config)
         self.task = task if task is not None else FedPsyAUTask(dict(model_config or {}))
-        self.dataset = self.task.load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+        if isinstance(dataset, (str, Path)):
+            self.dataset = self.task.load_dataset(dataset)
+        else:
+            self.dataset = dataset
+            if hasattr(self.task, "adopt"):
+                self.task.adopt(dataset)
         self.config = config
         self.subjects = self.task.subjects(self.dataset)
         config.validate(num_subjects=len(set(self.subjects)))

@@ -70,11 +70,17 @@ class FedPsyAUTask:
 
     def load_dataset(self, data_path):
         from ..data.dataset import MEDataset
-        ds = MEDataset(data_path, label_scheme=self.label_scheme)
-        if int(ds.num_classes) != self.num_classes:
-            self.model_config["num_classes"] = int(ds.num_classes)
-            self.num_classes = int(ds.num_classes)
+        ds = MEDataset(data_path, label_scheme=self.label_scheme, progress=False)
+        self.adopt(ds)
         return ds
+
+    def adopt(self, dataset) -> None:
+        """Take the number of classes from a dataset loaded elsewhere."""
+        n = int(getattr(dataset, "num_classes", self.num_classes))
+        if n != self.num_classes:
+            self.model_config["num_classes"] = n
+            self.num_classes = n
+            self.__dict__.pop("_fed_model", None)  # a cached model has the old head
 
     def subjects(self, dataset) -> list[str]:
         return [str(s) for s in dataset.subjects]
