@@ -40,6 +40,10 @@ def test_lfe_shapes_and_batched_equals_per_roi():
     assert (out >= 0).all()  # final ReLU
     with pytest.raises(ValueError, match="rois"):
         lfe(torch.randn(2, 65, 2, 5, 5))
+    plain = LFE(channels_last=False).eval()
+    plain.load_state_dict(lfe.state_dict())
+    torch.testing.assert_close(plain(rois), out, atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous()
 
 
 # --------------------------------------------------------------------------- SSE
