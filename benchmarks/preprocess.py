@@ -8,7 +8,8 @@ on the onset → alignment → flow onset → apex window (±1, 3 pairs) → str
 Runs: one warm-up (it also loads the dlib models in this process: forked workers
 then share them), then ``--repeats`` timed runs, each into an empty cache.
 Peers in the same run: DIS with 1 worker, DIS with ``finest_scale=1`` (flow on the
-64² level, upsampled), TV-L1 with 2 workers (fewer clips).
+64² level, upsampled), TV-L1 with 2 workers (fewer clips), whole clips per worker and with the flow of all
+clips batched in the parent (``flow_batch_clips``).
 Reported: median and spread (min, max) of clips/s, the cold first run (including
 model loading and pool start), and the mean per-stage time per clip.
 
@@ -30,31 +31,31 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def run_once(df, root, cache, flow, workers, flow_params=None):
+def run_once(df, root, cache, flow, workers, flow_params=None, batch=0):
     from psyau_graph.preprocess.batch import preprocess_dataset
 
     if cache.exists():
         shutil.rmtree(cache)
     t0 = time.perf_counter()
     rep = preprocess_dataset(df, root, cache, dataset="synth", flow=flow, workers=workers, progress=False,
-                             flow_params=flow_params)
+                             flow_params=flow_params, flow_batch_clips=batch)
     wall = time.perf_counter() - t0
     if rep["skipped"]:
         raise RuntimeError(f"benchmark clips skipped: {rep['skipped'][:3]}")
     return rep["processed"] / wall, rep
 
 
-def measure(df, root, cache, flow, workers, repeats, warmup=True, flow_params=None):
+def measure(df, root, cache, flow, workers, repeats, warmup=True, flow_params=None, batch=0):
     cold = None
     if warmup:
-        cold, _ = run_once(df, root, cache, flow, workers, flow_params)
+        cold, _ = run_once(df, root, cache, flow, workers, flow_params, batch)
     rates, stages = [], []
     for _ in range(repeats):
-        r, rep = run_once(df, root, cache, flow, workers, flow_params)
+        r, rep = run_once(df, root, cache, flow, workers, flow_params, batch)
         rates.append(r)
         stages.append(rep["timings"]["stage_s_mean"])
     stage_mean = {k: float(np.mean([s[k] for s in stages])) for k in stages[0]}
-    return {"flow": flow, "flow_params": flow_params or "defaults of psyau_graph.preprocess.flow", "workers": workers, "clips": len(df), "repeats": repeats,
+    return {"flow": flow, "flow_params": flow_params or "defaults of psyau_graph.preprocess.flow", "workers": workers, "flow_batch_clips": batch, "clips": len(df), "repeats": repeats,
             "clips_per_s_median": float(np.median(rates)), "clips_per_s_min": float(min(rates)),
             "clips_per_s_max": float(max(rates)), "cold_first_run_clips_per_s": cold,
             "stage_s_per_clip_mean": stage_mean}
@@ -115,11 +116,13 @@ def main(argv=None):
                                    flow_params={"finest_scale": 1}))
         dft = df.head(args.tvl1_clips)
         res["runs"].append(measure(dft, tmp / "frames", tmp / "c", "tvl1", 2, max(1, args.repeats - 1), warmup=False))
+        res["runs"].append(measure(dft, tmp / "frames", tmp / "c", "tvl1", 2, max(1, args.repeats - 1), warmup=False,
+                                   batch=len(dft)))
         res["landmarks_per_frame"] = landmark_profile(tmp / "frames", df)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     for r in res["runs"]:
-        print(f"{r['flow']:5s} {r['flow_params'] if isinstance(r['flow_params'], dict) else ''} workers={r['workers']} clips={r['clips']}: {r['clips_per_s_median']:.2f} clips/s "
+        print(f"{r['flow']:5s} {r['flow_params'] if isinstance(r['flow_params'], dict) else ''} workers={r['workers']} batch={r['flow_batch_clips']} clips={r['clips']}: {r['clips_per_s_median']:.2f} clips/s "
               f"(min {r['clips_per_s_min']:.2f}, max {r['clips_per_s_max']:.2f}); stages "
               + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in r["stage_s_per_clip_mean"].items()))
     print("landmarks:", {k: round(v["median_s"] * 1000, 1) for k, v in res["landmarks_per_frame"].items()}, "ms")

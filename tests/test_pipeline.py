@@ -81,3 +81,15 @@ def test_tvl1_default(frames):
     names = keypoint_names()
     mouth = [names.index(f"dlib{i}") for i in range(48, 68)]
     assert f.rois[mouth, 0].mean() > 0.8
+
+
+def test_prepare_then_finish_equals_preprocess(frames, feats):
+    from psyau_graph.preprocess.pipeline import finish_clip, flow_batch, prepare_clip
+
+    prep = prepare_clip(frames, 0, 4, name="astro")
+    assert prep.apex_crops.shape == (3, 128, 128) and prep.apex_numbers == [3, 4, 5]
+    f2 = flow_batch(np.repeat(prep.onset_crop[None], 3, 0), prep.apex_crops, "dis")
+    out = finish_clip(prep, f2, flow_method="dis")
+    np.testing.assert_allclose(out.rois, feats.rois, atol=1e-5)
+    with pytest.raises(ValueError, match="flows"):
+        finish_clip(prep, f2[:2], flow_method="dis")

@@ -124,3 +124,24 @@ def test_killed_midway_then_resumed(tmp_path):
     assert not list(cache.rglob(f"*{TEMP_SUFFIX}"))
     assert len(list(cache.rglob("*.pt"))) == 8
     assert {p: p.stat().st_mtime_ns for p in done} == mtimes  # first-run files not rewritten
+
+
+def test_flow_batched_across_clips_matches(dataset, tmp_path):
+    import torch
+
+    df, root, cache = dataset
+    threads = torch.get_num_threads()
+    a = preprocess_dataset(df, root, tmp_path / "a", dataset="casme2", flow="dis", workers=2, progress=False)
+    b = preprocess_dataset(df, root, tmp_path / "b", dataset="casme2", flow="dis", workers=2,
+                           flow_batch_clips=3, progress=False)
+    assert torch.get_num_threads() == threads  # the caller's settings are restored
+    assert (a["processed"], b["processed"]) == (4, 4) and b["flow_batch_clips"] == 3
+    assert {s["clip"] for s in b["skipped"]} == {"EP90_blank", "EP91_short"}
+    for p in sorted((tmp_path / "a").rglob("*.pt")):
+        q = tmp_path / "b" / p.relative_to(tmp_path / "a")
+        da, db = load_clip_cache(p), load_clip_cache(q)
+        for k in ("rois", "flow28", "keypoints", "flow"):
+            assert (da[k] - db[k]).abs().max() < 1e-4, (p, k)
+    c = preprocess_dataset(df.iloc[:2], root, tmp_path / "c", dataset="casme2", flow="dis", workers=1,
+                           flow_batch_clips=5, progress=False)
+    assert c["processed"] == 2 and torch.get_num_threads() == threads

@@ -29,6 +29,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="a clip that fails (no face, missing frame): skip and report (default) or stop")
     p.add_argument("--bad-rows", default="report", choices=("report", "raise"),
                    help="annotation rows that cannot be read: report and drop (default) or stop")
+    p.add_argument("--flow-batch-clips", type=int, default=0,
+                   help="compute the flow of this many clips in one batched call in the main process "
+                        "(faster with tvl1; default 0: each worker does whole clips)")
     p.add_argument("--limit", type=int, default=None, help="only the first N annotation rows")
     p.set_defaults(_run=run)
     return p
@@ -47,7 +50,8 @@ def run(args) -> int:
         df = df.iloc[: args.limit]
     report = preprocess_dataset(df, args.frames, args.out, dataset=args.dataset, layout=args.layout,
                                 flow=args.flow, workers=args.workers, apex_window=args.apex_window,
-                                errors=args.on_error, landmarks_backend=args.landmarks)
+                                errors=args.on_error, landmarks_backend=args.landmarks,
+                                flow_batch_clips=args.flow_batch_clips)
     rate = report["timings"]["clips_per_s"]
     print(f"{args.dataset}: {report['processed']} processed, {report['cached']} already cached, "
           f"{len(report['skipped'])} skipped, {len(problems)} annotation row problem(s)"

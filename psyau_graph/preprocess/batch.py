@@ -169,6 +169,64 @@ def _run_job(job: dict) -> dict:
                 "seconds": time.perf_counter() - t0}
 
 
+def _prepare_job(job: dict) -> dict:
+    """Stages 1–3 in a worker (flow batched later in the parent); a status record."""
+    from .pipeline import prepare_clip
+
+    o = _OPTS
+    meta = job["meta"]
+    t0 = time.perf_counter()
+    try:
+        from psyau_graph.data.layouts import find_clip_frames
+
+        frames = find_clip_frames(o["frames_root"], job["row"], o["layout"], dataset=o["dataset"])
+        name = f"{meta['dataset']}/{meta['subject']}/{meta['clip']}"
+        prep = prepare_clip(frames, meta["onset"], meta["apex"], apex_window=o["apex_window"],
+                            landmarks_backend=o["landmarks_backend"], name=name)
+        return {"status": "prepared", "job": job, "prep": prep, "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # recorded in the report; re-raised unless errors="skip"
+        if o["errors"] != "skip":
+            raise
+        return {"status": "skipped", "subject": meta["subject"], "clip": meta["clip"],
+                "row": job["row"].get("row"), "reason": f"{type(exc).__name__}: {exc}",
+                "seconds": time.perf_counter() - t0}
+
+
+def _finish_batch(prepared: list[dict], opts: dict) -> list[dict]:
+    """Flow for all apex-window pairs of several prepared clips in one call, then ROIs + save."""
+    from .pipeline import finish_clip, flow_batch
+
+    onsets = np.concatenate([np.repeat(r["prep"].onset_crop[None], len(r["prep"].apex_crops), 0) for r in prepared])
+    apexes = np.concatenate([r["prep"].apex_crops for r in prepared])
+    t0 = time.perf_counter()
+    flows = flow_batch(onsets, apexes, opts["flow"], **opts.get("flow_params", {}))
+    per_clip = (time.perf_counter() - t0) / len(prepared)
+    out, i = [], 0
+    for r in prepared:
+        prep, job = r["prep"], r["job"]
+        meta = job["meta"]
+        n = len(prep.apex_crops)
+        f2, i = flows[i:i + n], i + n
+        t1 = time.perf_counter()
+        try:
+            prep.timings["flow"] = per_clip
+            feats = finish_clip(prep, f2, flow_method=opts["flow"])
+            full = dict(meta, flow_method=opts["flow"], apex_used=feats.apex, onset_used=feats.onset,
+                        apex_numbers=feats.apex_numbers, face_box=list(feats.face_box), notes=feats.notes,
+                        row=job["row"].get("row"))
+            save_clip(job["path"], feats, full)
+            out.append({"status": "processed", "subject": meta["subject"], "clip": meta["clip"],
+                        "seconds": r["seconds"] + per_clip + time.perf_counter() - t1,
+                        "timings": feats.timings, "notes": feats.notes})
+        except Exception as exc:  # recorded in the report; re-raised unless errors="skip"
+            if opts["errors"] != "skip":
+                raise
+            out.append({"status": "skipped", "subject": meta["subject"], "clip": meta["clip"],
+                        "row": job["row"].get("row"), "reason": f"{type(exc).__name__}: {exc}",
+                        "seconds": r["seconds"]})
+    return out
+
+
 def _remove_stale_temps(cache_dir: Path) -> int:
     root = cache_dir / "clips"
     n = 0
@@ -191,7 +249,7 @@ def _maybe_kill(written: int) -> None:
 def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, layout: str | None = None,
                        flow: str = "tvl1", workers: int = 2, apex_window: int = 1, errors: str = "skip",
                        landmarks_backend: str = "dlib", progress: bool = True,
-                       flow_params: dict | None = None) -> dict:
+                       flow_params: dict | None = None, flow_batch_clips: int = 0) -> dict:
     """Preprocess every annotated clip into the cache; resumable; writes ``report.json``.
 
     Args:
@@ -209,6 +267,9 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
         progress: show a tqdm bar (default: True; hidden automatically off a TTY).
         flow_params: extra keyword arguments for the flow method (default None: its defaults),
             e.g. ``{"finest_scale": 1}`` for a faster DIS.
+        flow_batch_clips: 0 (default): each worker runs whole clips. K > 0: workers run
+            frames/landmarks/alignment only and the parent computes the flow of K clips'
+            apex-window pairs in one batched call (pays off for the batched torch TV-L1).
 
     Returns:
         the report dict also written to ``<cache>/report.json``: counts ``total``,
@@ -253,12 +314,35 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
             written += 1
             _maybe_kill(written)
 
+    pending: list[dict] = []
+
+    def _take(res):
+        if res["status"] != "prepared":
+            _collect(res)
+            return
+        pending.append(res)
+        if len(pending) >= flow_batch_clips:
+            for r in _finish_batch(pending, opts):
+                _collect(r)
+            pending.clear()
+
+    if flow_batch_clips < 0:
+        raise ValueError(f"flow_batch_clips: expected ≥ 0, got {flow_batch_clips}")
+    fn = _prepare_job if flow_batch_clips else _run_job
+    handle = _take if flow_batch_clips else _collect
+    import cv2
+    import torch
+
+    threads = (torch.get_num_threads(), cv2.getNumThreads())
     try:
         if workers == 1 or len(jobs) <= 1:
             _init_worker(opts)
             for job in jobs:
-                _collect(_run_job(job))
+                handle(fn(job))
         else:
+            # one OpenCV thread per worker, set BEFORE forking (changing it inside a forked
+            # child can deadlock on the inherited thread pool); restored below
+            cv2.setNumThreads(1)
             if landmarks_backend == "dlib":
                 from .landmarks import _dlib
 
@@ -266,10 +350,16 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
             methods = mp.get_all_start_methods()
             ctx = mp.get_context("fork" if "fork" in methods else None)
             with ctx.Pool(workers, initializer=_init_worker, initargs=(opts,)) as pool:
-                for res in pool.imap_unordered(_run_job, jobs, chunksize=1):
-                    _collect(res)
+                for res in pool.imap_unordered(fn, jobs, chunksize=1):
+                    handle(res)
+        if pending:
+            for r in _finish_batch(pending, opts):
+                _collect(r)
+            pending.clear()
     finally:
         bar.close()
+        torch.set_num_threads(threads[0])
+        cv2.setNumThreads(threads[1])
     wall = time.perf_counter() - t_start
     done = [r for r in results if r["status"] == "processed"]
     skipped = [r for r in results if r["status"] == "skipped"]
@@ -278,7 +368,7 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
         for k, v in r["timings"].items():
             stages.setdefault(k, []).append(v)
     report = {
-        "dataset": dataset, "flow_method": flow, "flow_params": dict(flow_params or {}), "workers": workers, "apex_window": apex_window,
+        "dataset": dataset, "flow_method": flow, "flow_params": dict(flow_params or {}), "flow_batch_clips": flow_batch_clips, "workers": workers, "apex_window": apex_window,
         "total": len(records), "processed": len(done), "cached": cached,
         "skipped": [{k: r.get(k) for k in ("subject", "clip", "row", "reason")} for r in skipped],
         "duplicates": duplicates, "stale_temp_files_removed": stale,

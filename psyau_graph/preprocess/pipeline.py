@@ -25,7 +25,8 @@ from .keypoints import landmarks_to_keypoints
 from .landmarks import detect_landmarks
 from .rois import extract_rois, face_flow_map
 
-__all__ = ["ClipFeatures", "preprocess_clip", "flow_batch", "flow_and_strain"]
+__all__ = ["ClipFeatures", "PreparedClip", "preprocess_clip", "prepare_clip", "finish_clip",
+           "flow_batch", "flow_and_strain"]
 
 log = logging.getLogger(__name__)
 FLOW_METHODS = ("tvl1", "dis", "farneback")
@@ -147,16 +148,59 @@ def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_w
         FrameError / MissingFrameError: bad or missing frames; NoFaceError: no face;
         FloatingPointError: non-finite flow.
     """
+    if flow not in FLOW_METHODS:
+        raise ValueError(f"flow: expected one of {FLOW_METHODS}, got {flow!r}")
+    prep = prepare_clip(frames, onset, apex, apex_window=apex_window, landmarks_backend=landmarks_backend,
+                        name=name, align=align, detect_max_side=detect_max_side)
+    t0 = time.perf_counter()
+    n = len(prep.apex_crops)
+    f2 = flow_batch(np.repeat(prep.onset_crop[None], n, 0), prep.apex_crops, flow, **(flow_params or {}))
+    prep.timings["flow"] = time.perf_counter() - t0
+    return finish_clip(prep, f2, flow_method=flow, roi_size=roi_size, map_size=map_size)
+
+
+@dataclass
+class PreparedClip:
+    """A clip after stages 1–3 (frames, landmarks, alignment), ready for the flow.
+
+    Attributes:
+        name: clip name; onset_crop: (S, S) uint8; apex_crops: (N, S, S) uint8 (apex window);
+        landmarks: (68, 2) float32 in the crop; matrix: (2, 3); onset, apex, apex_numbers,
+        face_box, notes, timings: as in :class:`ClipFeatures`.
+    """
+
+    name: str
+    onset_crop: np.ndarray
+    apex_crops: np.ndarray
+    landmarks: np.ndarray
+    matrix: np.ndarray
+    onset: int
+    apex: int
+    apex_numbers: list[int]
+    face_box: tuple[int, int, int, int]
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_clip(frames, onset: int, apex: int, *, apex_window: int = 1, landmarks_backend: str = "dlib",
+                 name: str | None = None, align: AlignConfig | None = None,
+                 detect_max_side: int = 320) -> PreparedClip:
+    """Stages 1–3 of :func:`preprocess_clip`: select frames, detect the face, align and crop.
+
+    Lets a caller batch the flow of many clips in one call (see ``preprocess_dataset``).
+
+    Shapes:
+        return.onset_crop: (S, S) uint8; return.apex_crops: (N, S, S) uint8, N = apex-window size.
+    """
     cfg = align or AlignConfig()
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     clip = open_clip(frames, name=name)
-    clip_name = clip.name
     sel = select_frames(clip, onset, apex, apex_window=apex_window)
     t["frames"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    det = detect_landmarks(sel.onset_image, backend=landmarks_backend, clip=clip_name,
+    det = detect_landmarks(sel.onset_image, backend=landmarks_backend, clip=clip.name,
                            detect_max_side=detect_max_side)
     notes = list(sel.notes)
     if det.num_faces > 1:
@@ -169,25 +213,33 @@ def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_w
     apex_crops = warp_frames(sel.apex_images, M, cfg.size)
     lm_crop = transform_points(det.landmarks, M)
     t["align"] = time.perf_counter() - t0
+    return PreparedClip(clip.name, onset_crop, apex_crops, lm_crop, M, sel.onset, sel.apex,
+                        list(sel.apex_numbers), det.box, notes, t)
 
+
+def finish_clip(prep: PreparedClip, flows: np.ndarray, *, flow_method: str, roi_size: int = 5,
+                map_size: int = 28) -> ClipFeatures:
+    """Stages 4–6: average the apex-window flows, add strain, cut ROIs and the small map.
+
+    Shapes:
+        flows: (N, 2, S, S) flows onset → each ``prep.apex_crops`` frame.
+    """
+    f2 = np.asarray(flows, dtype=np.float32)
+    n = len(prep.apex_crops)
+    if f2.ndim != 4 or f2.shape[0] != n or f2.shape[1] != 2:
+        raise ValueError(f"flows: expected ({n}, 2, H, W) for clip {prep.name!r}, got {f2.shape}")
+    t = prep.timings
     t0 = time.perf_counter()
-    n = len(apex_crops)
-    f2 = flow_batch(np.repeat(onset_crop[None], n, 0), apex_crops, flow, **(flow_params or {}))
-    mean_flow = f2.mean(axis=0)
-    flow3 = flow_and_strain(mean_flow)
+    flow3 = flow_and_strain(f2.mean(axis=0))
     if not np.all(np.isfinite(flow3)):
-        raise FloatingPointError(f"clip {clip_name!r}: non-finite values in the {flow} flow / strain")
-    t["flow"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    kp = landmarks_to_keypoints(lm_crop)
+        raise FloatingPointError(f"clip {prep.name!r}: non-finite values in the {flow_method} flow / strain")
+    kp = landmarks_to_keypoints(prep.landmarks)
     rois = extract_rois(flow3, kp, roi_size).astype(np.float32)
     flow28 = face_flow_map(flow3, map_size).astype(np.float32)
     t["rois"] = time.perf_counter() - t0
-
-    apex_pos = sel.apex_numbers.index(sel.apex) if sel.apex in sel.apex_numbers else n // 2
+    apex_pos = prep.apex_numbers.index(prep.apex) if prep.apex in prep.apex_numbers else n // 2
     return ClipFeatures(
         rois=rois, flow28=flow28, keypoints=kp.astype(np.float32), flow=flow3.astype(np.float32),
-        onset_crop=onset_crop, apex_crop=apex_crops[apex_pos], landmarks=lm_crop, matrix=M,
-        onset=sel.onset, apex=sel.apex, apex_numbers=list(sel.apex_numbers), face_box=det.box,
-        flow_method=flow, notes=notes, timings=t)
+        onset_crop=prep.onset_crop, apex_crop=prep.apex_crops[apex_pos], landmarks=prep.landmarks,
+        matrix=prep.matrix, onset=prep.onset, apex=prep.apex, apex_numbers=list(prep.apex_numbers),
+        face_box=prep.face_box, flow_method=flow_method, notes=list(prep.notes), timings=t)
