@@ -145,3 +145,21 @@ def test_flow_batched_across_clips_matches(dataset, tmp_path):
     c = preprocess_dataset(df.iloc[:2], root, tmp_path / "c", dataset="casme2", flow="dis", workers=1,
                            flow_batch_clips=5, progress=False)
     assert c["processed"] == 2 and torch.get_num_threads() == threads
+
+
+def test_cli_on_synthetic_set(tmp_path, capsys):
+    synth = pytest.importorskip("psyau_graph.data.synth")
+    from psyau_graph.cli import main
+
+    sheet = synth.generate_synthetic(tmp_path / "frames", subjects=1, clips_per_subject=2, seed=1,
+                                     progress=False)
+    argv = ["preprocess", "--annotations", str(sheet), "--dataset", "synth", "--frames",
+            str(tmp_path / "frames"), "--out", str(tmp_path / "cache"), "--flow", "dis", "--workers", "1"]
+    assert main(argv) == 0
+    assert "2 processed, 0 already cached, 0 skipped" in capsys.readouterr().out
+    files = sorted((tmp_path / "cache" / "clips" / "synth").rglob("*.pt"))
+    assert len(files) == 2
+    meta = load_clip_cache(files[0])["meta"]
+    assert meta["dataset"] == "synth" and meta["aus"] and meta["emotion"]
+    assert main(argv) == 0
+    assert "0 processed, 2 already cached" in capsys.readouterr().out
