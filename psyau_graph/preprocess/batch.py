@@ -118,7 +118,10 @@ def _jsonable(v):
 def _job(row, dataset: str, cache_dir: Path) -> dict:
     get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
     aus = get("aus", None)
-    aus = sorted(int(a) for a in aus) if aus is not None and not isinstance(aus, float) else []
+    if aus is None or _jsonable(aus) is None or isinstance(aus, (float, str)):
+        aus = []  # no AU set on the row (a string would be an unparsed FACS code: not guessed here)
+    else:
+        aus = sorted(int(a) for a in aus)
     subject, clip = str(get("subject")), str(get("clip"))
     offset = _jsonable(get("offset", None))
     emotion = get("emotion", None)
