@@ -7,6 +7,15 @@ import torch
 from psyau_graph.nn import ABLATIONS, FedPsyAU, FedPsyAUConfig, fedpsyau_loss
 from psyau_graph.nn.ablations import SWITCHES, ablation_switches
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These small models run faster on one intra-op thread (no thread sync on tiny ops)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 # setting -> (LFE, SSE, local GAT, global GAT, dual stream, grouping, psych prior, data prior)
 EXPECTED = {
     "I": (0, 0, 0, 0, 0, 0, 0, 0),

@@ -18,6 +18,15 @@ from psyau_graph.nn.sse import SSE
 from psyau_graph.priors import psych_adjacency
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These small models run faster on one intra-op thread (no thread sync on tiny ops)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _inputs(b=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, 65, 3, 5, 5, generator=g), torch.randn(b, 3, 28, 28, generator=g)

@@ -8,6 +8,15 @@ from psyau_graph.nn import FedPsyAU, FedPsyAUConfig, fedpsyau_loss
 from psyau_graph.train.pretrain import load_au_module, pretrain_au_module, save_au_module
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These small models run faster on one intra-op thread (no thread sync on tiny ops)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _data(n=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 65, 3, 5, 5, generator=g), (torch.rand(n, 12, generator=g) > 0.5).float()
