@@ -37,7 +37,7 @@ DEFAULT_LOSS_WEIGHTS = (0.2, 0.8, 0.8)
 
 @dataclass
 class FedPsyAUConfig:
-    """Configuration of :class:`FedPsyAU` (defaults: the paper, SPEC §4).
+    """Configuration of :class:`FedPsyAU` (defaults: the paper, §4-5).
 
     Args:
         num_classes (int): emotion classes. (default: ``3``)

@@ -4,7 +4,7 @@ Each ROI feature map Φ_k (3×5×5) becomes a 75-dimensional token; a learned
 positional embedding per keypoint index is added and one post-LayerNorm
 Transformer encoder layer attends over the K ROI tokens **of one sample**
 (``batch_first=True``; the authors' code omits it, so its attention mixes the
-samples of a batch instead — SPEC §4).
+samples of a batch instead).
 """
 from __future__ import annotations
 
