@@ -117,7 +117,9 @@ def plot_curves(histories: Sequence[Sequence[Mapping]], path, *, title: str = "T
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate", color="tab:purple")
     ax.set_ylim(0, 1.15 * max(r["lr"] for r in h))
-    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.1e"))
     betas = [r.get("beta") for r in h]
     if any(b is not None for b in betas):
         ax2 = ax.twinx()
@@ -125,7 +127,11 @@ def plot_curves(histories: Sequence[Sequence[Mapping]], path, *, title: str = "T
                  ls="--", label="β")
         ax2.set_ylabel("β (prior weight)", color="tab:gray")
         ax2.set_ylim(0, max(0.05, max(b for b in betas if b is not None) * 1.2))
-    ax.set_title("schedules (fold 1)")
+    ax.set_title("schedules (fold 1): lr solid, β dashed")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in axes:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
