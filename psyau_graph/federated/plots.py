@@ -8,10 +8,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .results import summarize  # noqa: E402
 
 _ORDER = ("local", "fedavg", "fedprox", "p-fedprox")
+_STYLES = {"local": ("-", "o"), "fedavg": ("--", "s"), "fedprox": (":", "^"), "p-fedprox": ("-", "D")}
 _COLORS = {"local": "#9e9e9e", "fedavg": "#4c72b0", "fedprox": "#55a868", "p-fedprox": "#dd8452"}
 
 
@@ -74,9 +76,11 @@ def plot_loss(records: list[dict], path) -> Path:
             if not rounds:
                 continue
             ys = [np.mean([r["train_loss"] for r in rs if r["round"] == t]) for t in rounds]
-            ax.plot(rounds, ys, marker="o", ms=3, label=s, color=_COLORS.get(s))
+            ls, mk = _STYLES.get(s, ("-", "o"))
+            ax.plot(rounds, ys, linestyle=ls, marker=mk, ms=4, label=s, color=_COLORS.get(s))
         ax.set_title(f"Client {c + 1}" if isinstance(c, int) else str(c))
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("training loss")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(clients):]:
