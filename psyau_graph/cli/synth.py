@@ -16,11 +16,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--frames-per-clip", type=int, default=16, help="frames per clip (default 16)")
     p.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
-    p.add_argument("--amplitude", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.5, 2.0),
-                   help="peak displacement at apex in pixels (default 0.5 2.0)")
-    p.add_argument("--noise", type=float, default=2.0, help="sensor noise std in grey levels (default 2)")
+    p.add_argument("--amplitude", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.3, 1.6),
+                   help="peak displacement at apex in pixels (default 0.3 1.6)")
+    p.add_argument("--noise", type=float, default=3.0, help="sensor noise std in grey levels (default 3)")
     p.add_argument("--class-alpha", type=float, default=0.8,
                    help="Dirichlet concentration of each subject's emotion mix (default 0.8)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2); output does not depend on it")
     p.add_argument("--xlsx", action="store_true", help="also write annotations.xlsx")
     p.add_argument("--figure", default=None, help="also write a PNG of onset/apex/true flow per emotion")
     p.set_defaults(_run=run)
@@ -36,7 +37,7 @@ def run(args) -> int:
                       frames_per_clip=args.frames_per_clip, size=args.size, seed=args.seed,
                       amplitude=tuple(args.amplitude), noise=args.noise, class_alpha=args.class_alpha)
     t0 = time.perf_counter()
-    sheet = generate_synthetic(args.out, config=cfg, xlsx=args.xlsx)
+    sheet = generate_synthetic(args.out, config=cfg, xlsx=args.xlsx, workers=args.workers)
     import json
 
     info = json.loads((sheet.parent / "synth_info.json").read_text())["last_run"]

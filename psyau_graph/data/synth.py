@@ -17,7 +17,8 @@ Output (CASME II layout; frames root = ``out_dir``)::
     out_dir/synth_info.json          generation parameters
     out_dir/sub01/EP01/img{n}.jpg    frames (JPEG, size × size RGB)
     out_dir/sub01/EP01/flow_gt.npz   flow (2, H, W) float16 onset→apex (u, v), aus,
-                                     emotion, onset, apex, blink (frame or -1)
+                                     emotion, prototype (emotion whose AUs are
+                                     shown), onset, apex, blink (frame or -1)
 
 The astronaut's landmarks were detected once with dlib and ship as
 ``astronaut_landmarks.json`` (:func:`detect_astronaut_landmarks` recomputes them),
@@ -84,16 +85,20 @@ class SynthConfig:
         seed: master seed; everything is a function of it (default 0).
         amplitude: (min, max) of a clip's peak expression displacement at apex, frame pixels,
             before the subject's expressiveness factor (0.75–1.25); capped at max
-            (default (0.5, 2.0)).
-        au_dropout: probability to drop each core AU of the prototype (default 0.2).
+            (default (0.3, 1.6)).
+        au_dropout: probability to drop each core AU of the prototype (default 0.3).
         optional_prob: probability to add each optional AU (default 0.5).
-        extra_au_prob: probability of one unrelated extra AU at low amplitude (default 0.3).
+        extra_au_prob: probability of one unrelated extra AU (0.4–0.8 of the strength of the
+            prototype's AUs) (default 0.5).
+        atypical_prob: probability that a clip shows the AU prototype of another emotion than
+            the one it is labelled with (coders label emotion from context and self-report,
+            not from AUs alone; AU labels stay those rendered) (default 0.15).
         class_alpha: Dirichlet concentration of each subject's emotion mix (default 0.8;
             small = subjects differ more).
         blink_prob: probability that a clip contains a blink (default 0.25).
         head_motion: largest head translation, pixels (smooth sinusoidal drift; rotation
             up to ``0.1 * head_motion`` degrees) (default 0.5).
-        noise: sensor noise std, grey levels (default 2.0).
+        noise: sensor noise std, grey levels (default 3.0).
         jpeg_quality: JPEG quality of the frames (default 92).
     """
 
@@ -102,14 +107,15 @@ class SynthConfig:
     frames_per_clip: int = 16
     size: int = 256
     seed: int = 0
-    amplitude: tuple[float, float] = (0.5, 2.0)
-    au_dropout: float = 0.2
+    amplitude: tuple[float, float] = (0.3, 1.6)
+    au_dropout: float = 0.3
     optional_prob: float = 0.5
-    extra_au_prob: float = 0.3
+    extra_au_prob: float = 0.5
+    atypical_prob: float = 0.15
     class_alpha: float = 0.8
     blink_prob: float = 0.25
     head_motion: float = 0.5
-    noise: float = 2.0
+    noise: float = 3.0
     jpeg_quality: int = 92
 
     def validate(self) -> None:
@@ -296,6 +302,7 @@ class ClipPlan:
     offset: int
     seed: int
     blink: int = -1  # frame number of a blink's peak (a nuisance, not coded as an AU), -1 = none
+    shown: str = ""  # emotion whose AU prototype is rendered (== emotion unless atypical)
 
 
 def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
@@ -307,7 +314,10 @@ def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
         mix = rng.dirichlet([cfg.class_alpha] * len(EMOTIONS))
         for c in range(cfg.clips_per_subject):
             emotion = EMOTIONS[rng.choice(len(EMOTIONS), p=mix)]
-            core, optional = PROTOTYPES[emotion]
+            shown = emotion
+            if rng.random() < cfg.atypical_prob:
+                shown = [e for e in EMOTIONS if e != emotion][rng.integers(len(EMOTIONS) - 1)]
+            core, optional = PROTOTYPES[shown]
             aus = [a for a in core if rng.random() >= cfg.au_dropout] or [core[rng.integers(len(core))]]
             aus += [a for a in optional if rng.random() < cfg.optional_prob]
             if rng.random() < cfg.extra_au_prob:
@@ -315,7 +325,7 @@ def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
                 aus.append(others[rng.integers(len(others))])
             aus = sorted(set(aus))
             side = "L" if rng.random() < 0.5 else "R"
-            facs = "+".join(f"{side}{a}" if emotion in UNILATERAL and a in core else str(a) for a in aus)
+            facs = "+".join(f"{side}{a}" if shown in UNILATERAL and a in core else str(a) for a in aus)
             n = cfg.frames_per_clip
             first = int(rng.integers(1, 200))
             on = int(rng.integers(1, max(2, n // 5)))
@@ -323,7 +333,8 @@ def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
             off = int(rng.integers(ap + 1, n))
             blink = first + int(rng.integers(1, n - 1)) if rng.random() < cfg.blink_prob else -1
             plans.append(ClipPlan(f"sub{s + 1:02d}", f"EP{c + 1:02d}", emotion, tuple(aus), facs,
-                                  first, first + on, first + ap, first + off, int(rng.integers(2**31)), blink))
+                                  first, first + on, first + ap, first + off, int(rng.integers(2**31)), blink,
+                                  shown))
     return plans
 
 
@@ -340,12 +351,13 @@ def render_clip(plan: ClipPlan, face: np.ndarray, landmarks: np.ndarray, cfg: Sy
     rng = np.random.default_rng(plan.seed)
     size, n = cfg.size, cfg.frames_per_clip
     lo, hi = cfg.amplitude
-    core = set(PROTOTYPES[plan.emotion][0]) | set(PROTOTYPES[plan.emotion][1])
+    shown = plan.shown or plan.emotion
+    core = set(PROTOTYPES[shown][0]) | set(PROTOTYPES[shown][1])
     # relative AU strengths (extra AUs weaker); the summed field is then scaled so that its
     # peak equals the clip's amplitude (overlapping AUs must not add up beyond it)
-    amps = {a: rng.uniform(0.6, 1.0) * (1.0 if a in core else 0.5) for a in plan.aus}
+    amps = {a: rng.uniform(0.6, 1.0) * (1.0 if a in core else rng.uniform(0.4, 0.8)) for a in plan.aus}
     peak = float(np.clip(rng.uniform(lo, hi) * expressiveness, 0.5 * lo, hi))
-    unilateral = plan.emotion in UNILATERAL
+    unilateral = shown in UNILATERAL
     side = ("l" if "L" in plan.facs else "r") if unilateral else None
     field = au_field([a for a in plan.aus if a in core], landmarks, size, amps, side)
     field += au_field([a for a in plan.aus if a not in core], landmarks, size, amps)
@@ -415,9 +427,44 @@ def write_sheet(plans: list[ClipPlan], path: Path, *, xlsx: bool = False) -> Pat
     return path
 
 
+def _subject_job(job) -> int:
+    """Render and write the given clips of one subject (runs in a worker process)."""
+    import cv2
+
+    out_dir, cfg, plans = job
+    out = Path(out_dir)
+    import multiprocessing as mp
+
+    if mp.parent_process() is not None:  # a pool worker: one thread each
+        cv2.setNumThreads(1)
+    s = int(plans[0].subject[3:]) - 1
+    rng = np.random.default_rng([cfg.seed, s, 1])
+    face, lm = make_identity(rng, cfg.size)
+    expr = rng.uniform(0.75, 1.25)
+    for plan in plans:
+        frames, flow, numbers = render_clip(plan, face, lm, cfg, expr)
+        final = out / plan.subject / plan.clip
+        tmp = out / plan.subject / f".tmp_{plan.clip}_{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for num, fr in zip(numbers, frames):
+            ok, buf = cv2.imencode(".jpg", fr[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+            if not ok:
+                raise RuntimeError(f"JPEG encoding failed for {plan.subject}/{plan.clip} frame {num}")
+            (tmp / f"img{num}.jpg").write_bytes(buf.tobytes())
+        np.savez_compressed(tmp / "flow_gt.npz", flow=flow.astype(np.float16), aus=np.array(plan.aus),
+                            emotion=plan.emotion, prototype=plan.shown or plan.emotion, onset=plan.onset,
+                            apex=plan.apex, blink=plan.blink)
+        if final.exists():  # a stale partial folder without flow_gt.npz
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    return len(plans)
+
+
 def generate_synthetic(out_dir, subjects: int = 12, clips_per_subject: int = 10, seed: int = 0, *,
                        frames_per_clip: int = 16, size: int = 256, xlsx: bool = False, progress: bool | None = None,
-                       config: SynthConfig | None = None) -> Path:
+                       config: SynthConfig | None = None, workers: int = 2) -> Path:
     """Write the synthetic set to ``out_dir`` (layout in the module docstring).
 
     Clips are written to a temporary folder and renamed into place, so an interrupted
@@ -433,12 +480,13 @@ def generate_synthetic(out_dir, subjects: int = 12, clips_per_subject: int = 10,
         xlsx: also write ``annotations.xlsx`` (default False).
         progress: tqdm progress bar (default None: only on a terminal).
         config: full :class:`SynthConfig` (overrides the size arguments above).
+        workers: processes, one subject at a time each (default 2; 1 = in this process).
+            The output does not depend on it.
 
     Returns:
         Path of the annotation sheet ``out_dir / "annotations.csv"``; read it with
         ``read_annotations(path, "synth")``, frames with ``find_clip_frames(out_dir, row)``.
     """
-    import cv2
     from tqdm.auto import tqdm
 
     cfg = config or SynthConfig(subjects=subjects, clips_per_subject=clips_per_subject, seed=seed,
@@ -451,34 +499,30 @@ def generate_synthetic(out_dir, subjects: int = 12, clips_per_subject: int = 10,
     tmp_info = out / "synth_info.json.tmp"
     tmp_info.write_text(json.dumps(info, indent=1))
     os.replace(tmp_info, out / "synth_info.json")
-    photo, lm0 = _base_photo(), astronaut_landmarks()
-    faces: dict[str, tuple] = {}
+    by_subject: dict[str, list[ClipPlan]] = {}
+    for plan in plans:
+        if not (out / plan.subject / plan.clip / "flow_gt.npz").is_file():
+            by_subject.setdefault(plan.subject, []).append(plan)
+    jobs = [(str(out), cfg, todo) for todo in by_subject.values()]
+    n_todo = sum(len(j[2]) for j in jobs)
+    workers = max(1, min(int(workers), len(jobs), os.cpu_count() or 1))
     t0, written = time.perf_counter(), 0
-    for plan in tqdm(plans, desc="synth clips", unit="clip", disable=None if progress is None else not progress):
-        final = out / plan.subject / plan.clip
-        if (final / "flow_gt.npz").is_file():
-            continue
-        if plan.subject not in faces:
-            s = int(plan.subject[3:]) - 1
-            rng = np.random.default_rng([cfg.seed, s, 1])
-            faces[plan.subject] = (*make_identity(rng, cfg.size, photo, lm0), rng.uniform(0.75, 1.25))
-        face, lm, expr = faces[plan.subject]
-        frames, flow, numbers = render_clip(plan, face, lm, cfg, expr)
-        tmp = out / plan.subject / f".tmp_{plan.clip}_{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        for num, fr in zip(numbers, frames):
-            ok, buf = cv2.imencode(".jpg", fr[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-            if not ok:
-                raise RuntimeError(f"JPEG encoding failed for {plan.subject}/{plan.clip} frame {num}")
-            (tmp / f"img{num}.jpg").write_bytes(buf.tobytes())
-        np.savez_compressed(tmp / "flow_gt.npz", flow=flow.astype(np.float16), aus=np.array(plan.aus),
-                            emotion=plan.emotion, onset=plan.onset, apex=plan.apex, blink=plan.blink)
-        if final.exists():  # a stale partial folder without flow_gt.npz
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        written += 1
+    bar = tqdm(total=n_todo, desc="synth clips", unit="clip", disable=None if progress is None else not progress)
+    if workers == 1:
+        for job in jobs:
+            written += _subject_job(job)
+            bar.update(len(job[2]))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: forking after OpenCV/BLAS thread pools started can deadlock the child
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            for job, n in zip(jobs, pool.map(_subject_job, jobs)):
+                written += n
+                bar.update(len(job[2]))
+    bar.close()
     sheet = write_sheet(plans, out / SHEET, xlsx=xlsx)
     info["last_run"] = {"clips_written": written, "clips_skipped": len(plans) - written,
                         "seconds": round(time.perf_counter() - t0, 2)}

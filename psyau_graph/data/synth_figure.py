@@ -22,7 +22,7 @@ def flow_to_rgb(flow: np.ndarray, max_mag: float | None = None) -> np.ndarray:
 
 
 def plot_synthetic_examples(out_dir, path, *, crop: float = 0.62) -> Path:
-    """One row per emotion (first clip found): onset, apex, |apex − onset| ×8, true flow.
+    """One row per emotion (first clip showing its own prototype): onset, apex, |apex − onset| ×8, true flow.
 
     Args:
         out_dir: a folder written by :func:`~psyau_graph.data.synth.generate_synthetic`.
@@ -43,7 +43,15 @@ def plot_synthetic_examples(out_dir, path, *, crop: float = 0.62) -> Path:
 
     out_dir = Path(out_dir)
     df = read_annotations(out_dir / SHEET, "synth")
-    rows = [df[df["emotion"] == e].iloc[0] for e in EMOTIONS if (df["emotion"] == e).any()]
+    def typical(row) -> bool:  # the clip shows its own emotion's AU prototype
+        with np.load(out_dir / row["subject"] / row["clip"] / "flow_gt.npz") as z:
+            return str(z["prototype"]) == row["emotion"]
+
+    rows = []
+    for e in EMOTIONS:
+        cand = [r for _, r in df[df["emotion"] == e].iterrows()]
+        if cand:
+            rows.append(next((r for r in cand if typical(r)), cand[0]))
     fig, axes = plt.subplots(len(rows), 4, figsize=(8.4, 2.2 * len(rows)), squeeze=False)
     for r, row in zip(axes, rows):
         frames = dict(find_clip_frames(out_dir, row, dataset="synth"))
