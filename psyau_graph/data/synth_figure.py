@@ -66,7 +66,7 @@ def plot_synthetic_examples(out_dir, path, *, crop: float = 0.62) -> Path:
         r[0].imshow(on[sl])
         r[1].imshow(ap[sl])
         r[2].imshow(np.clip(diff[sl] * 8, 0, 255), cmap="gray", vmin=0, vmax=255)
-        r[3].imshow(flow_to_rgb(flow[:, sl[0], sl[1]], max_mag=2.0))
+        r[3].imshow(flow_to_rgb(flow[:, sl[0], sl[1]], max_mag=max(float(mag.max()), 0.25)))
         step = 12
         ys, xs = np.mgrid[0:m1 - m0:step, 0:m1 - m0:step]
         r[3].quiver(xs, ys, flow[0, sl[0], sl[1]][::step, ::step], flow[1, sl[0], sl[1]][::step, ::step],
@@ -77,8 +77,8 @@ def plot_synthetic_examples(out_dir, path, *, crop: float = 0.62) -> Path:
         for a in r:
             a.set_xticks([])
             a.set_yticks([])
-    for a, t in zip(axes[0], ["onset", "apex", "|apex − onset| × 8", "true flow (hue = direction)"]):
-        a.set_title(t if a is not axes[0][3] else t + "\n" + a.get_title(), fontsize=9)
+    for a, t in zip(axes[0], ["onset", "apex", "|apex − onset| × 8", "true flow (hue = direction,\nbrightness / row max)"]):
+        a.set_title(t if a is not axes[0][3] else t + "; " + a.get_title(), fontsize=8)
     fig.suptitle("Synthetic micro-expressions (first clip of each emotion; face region shown)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
