@@ -6,7 +6,7 @@ a thin-plate-spline warp of face shape driven by its 68 landmarks (eye spacing,
 mouth width, nose length, jaw width, brow height), illumination (gain, gamma,
 tint, side light). Each clip shows one emotion as a set of FACS action units; each
 AU moves the landmarks of its muscle region by a smooth Gaussian displacement
-field (sub-pixel to ~2 px at apex) with an onset → apex → offset profile, on top of
+field (sub-pixel to 1.6 px at apex by default) with an onset → apex → offset profile, on top of
 small head motion, occasional blinks and sensor noise. The true onset → apex flow
 is saved with every clip.
 
