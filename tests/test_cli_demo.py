@@ -1,0 +1,20 @@
+"""The demo command runs end to end at a tiny scale and writes its outputs."""
+import json
+
+import pytest
+
+from psyau_graph.cli import main
+
+
+@pytest.mark.slow
+def test_demo_tiny(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--subjects", "4", "--clips-per-subject", "3", "--epochs", "1",
+               "--folds", "2", "--ablations", "VI", "--rounds", "1"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert str(out.resolve()) in printed.strip().splitlines()[-1]
+    res = json.loads((out / "ablation_VI" / "results.json").read_text())
+    assert 0.0 <= res["headline"]["uf1"] <= 1.0
+    assert (out / "ablation_VI" / "confusion.png").stat().st_size > 0
+    assert (out / "federated" / "comparison.json").exists()
