@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= flower,dp,test
 DEMO_OUT ?= demo_output
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,6 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/psyau demo --out $(DEMO_OUT)
 
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
