@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -39,6 +38,8 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.nn import GATConv
 
 from psyau_graph.nn import DPKGATConv
+
+from _machine import load_average, machine_info  # noqa: E402  (benchmarks/ is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "dpk_gat_conv.json"
@@ -184,6 +185,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    start_load = load_average()
     torch.set_num_threads(args.threads)
 
     with_scatter = bool(torch_geometric.typing.WITH_TORCH_SCATTER)
@@ -208,9 +210,7 @@ def main(argv=None) -> int:
     payload = json.loads(args.out.read_text()) if args.out.is_file() else {}
     payload.update({
         "benchmark": "DPKGATConv vs torch_geometric.nn.GATConv, forward + backward, CPU",
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(),
-                    "note": "shared machine: other jobs were running during the measurement"},
+        "machine": machine_info(start_load),
         "method": "warm-up, then interleaved round-robin repeats of forward + backward; per step the "
                   "wall-clock time (perf_counter) and the process CPU time (process_time, less sensitive to "
                   "other jobs on the machine); median and IQR (25th, 75th percentile) in ms; "

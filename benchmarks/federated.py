@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,8 @@ from psyau_graph.federated.config import FederatedConfig  # noqa: E402
 from psyau_graph.federated.flower.deployment import LocalDeployment  # noqa: E402
 from psyau_graph.federated.flower.simulation import run_simulation  # noqa: E402
 from psyau_graph.federated.run import FederatedRun  # noqa: E402
-from psyau_graph.federated.task import FedPsyAUTask, ToyTask, make_toy_data  # noqa: E402
+from psyau_graph.federated.task import FedPsyAUTask, make_toy_data  # noqa: E402
+from _machine import load_average, machine_info  # noqa: E402
 
 
 class PeakRSS:
@@ -174,20 +174,19 @@ def main() -> int:
     ap.add_argument("--sizes", default="2,4,8,16")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
     args = ap.parse_args()
+    start_load = load_average()
     with tempfile.TemporaryDirectory(prefix="psyau-fedbench-") as d:
         tmp = Path(d)
         result = {
             "what": "wall time per federated round (server-measured: train + evaluate of every "
                     "client + aggregation); round 1 = warm-up, median/min/max over rounds 2..R",
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "torch": torch.__version__, "flwr": __import__("flwr").__version__,
-                        "shared": "2 CPU cores shared with other jobs running at the same time; "
-                                  "absolute times are noisy, compare within this run"},
+            "machine": None,  # filled in below, after the runs (load average at start and end)
             "config": {"rounds": args.rounds, "local_epochs": args.epochs, "clients": 3,
                        "model": "FedPsyAU (paper network), 48 random clips (16 per client)"},
             "engines": engines(tmp, args.rounds, args.epochs),
             "scaling_simulation_toy": scaling(tmp, 3, [int(s) for s in args.sizes.split(",")]),
         }
+        result["machine"] = machine_info(start_load, flwr=__import__("flwr").__version__)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp_out = Path(args.out).with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(result, indent=2))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from psyau_graph.preprocess.flow import compute_flow_batch  # noqa: E402
 from psyau_graph.preprocess.tvl1 import TVL1Params, from_skimage_order, tvl1_flow  # noqa: E402
+from _machine import load_average, machine_info  # noqa: E402
 
 SIZE = 128
 BORDER = 8
@@ -133,6 +133,7 @@ def main(argv=None) -> int:
                     help="pairs with 2-6 px motion scored for accuracy only (0 to skip)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "flow.json")
     args = ap.parse_args(argv)
+    start_load = load_average()
 
     import cv2
 
@@ -196,9 +197,7 @@ def main(argv=None) -> int:
         "mean_true_motion_px": float(np.sqrt((truth ** 2).sum(1)).mean()),
         "params": {"ours/default": vars(TVL1Params()), "ours/fast": vars(FAST),
                    "ours/skimage-params": vars(SKIMAGE_LIKE)},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "opencv": cv2.__version__,
-                    "note": "shared machine: other jobs were running during the measurement"},
+        "machine": machine_info(start_load, opencv=cv2.__version__),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "results": results,
         "large_motion_accuracy": {"pairs": args.large_pairs, "magnitude_px": [2.0, 6.0],

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,8 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _authors_structure import authors_structure  # noqa: E402
+from _machine import load_average, machine_info  # noqa: E402
 
 from psyau_graph.nn import FedPsyAU, FedPsyAUConfig, fedpsyau_loss  # noqa: E402
+from psyau_graph.train.memory import keep_freed_memory  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "model_speed.json"
 
@@ -70,6 +71,7 @@ def _summary(values):
 
 
 def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0, threads: int | None = None) -> dict:
+    start_load = load_average()
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -119,10 +121,10 @@ def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0,
         "equivalence_check_max_abs_logit_diff": diff,
         "batch_sizes": list(batch_sizes), "repeats": repeats, "warmup": warmup,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "machine": machine_info(start_load),
         "timing": "wall clock (perf_counter) and process CPU time (process_time, all threads); "
                   "samples/s = B / step time, ms/sample = 1000 * time / B",
-        "note": "shared machine: other work was running during the measurement, so absolute numbers are noisy; "
+        "note": "the machine's load average is recorded under 'machine'; "
                 "the two variants were interleaved repeat by repeat so the ratio is the robust figure",
         "results": results,
     }
@@ -135,11 +137,15 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                     help="torch intra-op thread counts to measure (default: 1 2)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="keep glibc's malloc thresholds (default: keep_freed_memory(), as the psyau command does)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
+    malloc = "glibc defaults" if args.default_malloc else f"keep_freed_memory() -> {keep_freed_memory()}"
     runs = [run(tuple(args.batch_sizes), args.repeats, args.warmup, threads=t) for t in args.threads]
     res = {k: v for k, v in runs[0].items() if k not in ("results", "threads")}
     res["results_by_threads"] = {str(r["threads"]): r["results"] for r in runs}
+    res["malloc"] = malloc
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _machine import load_average, machine_info
 
 HERE = Path(__file__).resolve().parent
 
@@ -93,6 +93,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(HERE / "results" / "preprocess.json"))
     args = ap.parse_args(argv)
+    start_load = load_average()
 
     from psyau_graph.data.annotations import read_annotations
     from psyau_graph.data.synth import generate_synthetic
@@ -106,8 +107,7 @@ def main(argv=None):
         res = {
             "what": "preprocess_dataset clips/s (frames from disk -> cache file), synthetic 256x256 clips, "
                     "apex window ±1 (3 flow pairs per clip)",
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "note": "shared machine: other jobs were running during the measurement"},
+            "machine": None,  # filled in at the end (load average at start and end)
             "runs": [],
         }
         res["runs"].append(measure(df, tmp / "frames", tmp / "c", "dis", 2, args.repeats))
@@ -119,6 +119,7 @@ def main(argv=None):
         res["runs"].append(measure(dft, tmp / "frames", tmp / "c", "tvl1", 2, max(1, args.repeats - 1), warmup=False,
                                    batch=len(dft)))
         res["landmarks_per_frame"] = landmark_profile(tmp / "frames", df)
+        res["machine"] = machine_info(start_load)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     for r in res["runs"]:

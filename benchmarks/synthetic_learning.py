@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import load_average, machine_info
 
 HERE = Path(__file__).resolve().parent
 ABLATIONS = ("I", "II", "III", "IV", "V", "VI", "IX", "X", "XI", "XII")
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="keep finished runs found in --out (same settings)")
     p.add_argument("--out", default=str(HERE / "results" / "synthetic_learning.json"))
     args = p.parse_args(argv)
+    start_load = load_average()
 
     import torch
 
@@ -166,9 +167,7 @@ def main(argv=None) -> int:
                   "warmup_epochs": "min(10, epochs // 5)", "beta_schedule": "constant 0.3", "optimizer": "AdamW"},
         "settings": settings, "baseline_majority": {"uf1_mean": bu, "uf1_sd": bus, "uar_mean": ba, "uar_sd": bas},
         "runs": runs,
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                    "note": "shared machine: other work was running; times are indicative only"},
+        "machine": machine_info(start_load),
         "total_time_s": time.perf_counter() - t_all,
     }
     atomic_write_text(out, json.dumps(result, indent=1))

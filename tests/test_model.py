@@ -55,6 +55,24 @@ def test_lfe_shapes_and_batched_equals_per_roi():
     assert out.is_contiguous()
 
 
+
+def test_lfe_eval_chunks_equal_one_call_and_training_is_never_chunked():
+    torch.manual_seed(0)
+    rois, _ = _inputs(3)  # 195 patches
+    chunked, whole = LFE(eval_chunk=7), LFE(eval_chunk=0)
+    whole.load_state_dict(chunked.state_dict())
+    for m in (chunked, whole):  # give BatchNorm non-trivial running statistics
+        m.train()(rois * 3.0 + 1.0)
+    chunked.eval(), whole.eval()
+    torch.testing.assert_close(chunked(rois), whole(rois), atol=1e-6, rtol=1e-5)
+    # training mode: BatchNorm statistics over all patches of the batch, so no chunking
+    chunked.train(), whole.train()
+    torch.testing.assert_close(chunked(rois), whole(rois), atol=1e-6, rtol=1e-5)
+    per_chunk = torch.cat([whole(c) for c in rois.reshape(-1, 3, 5, 5).split(7)])
+    assert not torch.allclose(per_chunk.reshape(3, 65, 3, 5, 5), chunked(rois), atol=1e-3)
+    with pytest.raises(ValueError, match="eval_chunk"):
+        LFE(eval_chunk=-1)
+
 # --------------------------------------------------------------------------- SSE
 def test_sse_shapes_and_no_cross_sample_mixing():
     torch.manual_seed(0)

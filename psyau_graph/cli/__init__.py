@@ -55,6 +55,9 @@ def main(argv=None) -> int:
         return 2
     if getattr(args, "_unavailable", None):
         parser.exit(2, f"psyau {args.command}: unavailable ({args._unavailable})\n")
+    from ..train.memory import keep_freed_memory
+
+    keep_freed_memory()  # large activations are reused, not page-faulted every step (see that module)
     return int(_load(args.command).run(args) or 0)
 
 

@@ -15,15 +15,38 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="end-to-end demo on built-in synthetic data",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    p.add_argument("--subjects", type=int, default=10, help="synthetic subjects (default: 10)")
-    p.add_argument("--clips-per-subject", type=int, default=8, help="clips per subject (default: 8)")
-    p.add_argument("--epochs", type=int, default=8, help="training epochs per fold (default: 8)")
+    p.add_argument("--subjects", type=int, default=12, help="synthetic subjects (default: 12)")
+    p.add_argument("--clips-per-subject", type=int, default=10, help="clips per subject (default: 10)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs per fold (default: 20)")
     p.add_argument("--folds", type=int, default=5, help="subject folds (default: 5)")
-    p.add_argument("--flow", default="dis", choices=["tvl1", "dis", "farneback"],
-                   help="optical flow method (default: dis, the fastest)")
+    p.add_argument("--flow", default="tvl1", choices=["tvl1", "dis", "farneback"],
+                   help="optical flow method (default: tvl1, the pipeline's default)")
     p.add_argument("--ablations", default="I,III,VI", help="ablation settings (default: I,III,VI)")
-    p.add_argument("--rounds", type=int, default=3, help="federated rounds (default: 3; 0 skips)")
+    p.add_argument("--rounds", type=int, default=8, help="federated rounds (default: 8; 0 skips)")
+    p.add_argument("--local-epochs", type=int, default=3, help="local epochs per round (default: 3)")
+    p.add_argument("--fed-repeats", type=int, default=2,
+                   help="random 70/30 splits inside each client, for error bars (default: 2)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _check_args(args, ablations: list[str]) -> None:
+    """Fail before any work starts, naming the argument."""
+    from ..nn.ablations import ABLATIONS
+
+    for name in ("subjects", "clips_per_subject", "epochs", "folds", "local_epochs", "fed_repeats"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"psyau demo: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.rounds < 0:
+        raise SystemExit(f"psyau demo: --rounds must be >= 0, got {args.rounds}")
+    if args.folds < 2 or args.folds > args.subjects:
+        raise SystemExit(f"psyau demo: --folds must lie in [2, --subjects={args.subjects}], got {args.folds}")
+    if args.rounds > 0 and args.subjects < 3:
+        raise SystemExit(f"psyau demo: the federated comparison needs --subjects >= 3 (3 clients), "
+                         f"got {args.subjects}; or pass --rounds 0")
+    unknown = [a for a in ablations if a not in ABLATIONS]
+    if unknown or not ablations:
+        raise SystemExit(f"psyau demo: --ablations {args.ablations!r}: unknown setting(s) {unknown}; "
+                         f"expected a comma-separated subset of {', '.join(ABLATIONS)}")
 
 
 def run(args) -> int:
@@ -38,6 +61,8 @@ def run(args) -> int:
     from ..train.fit import TrainConfig
     from ..train.protocols import run_protocol
 
+    ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
+    _check_args(args, ablations)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -57,7 +82,7 @@ def run(args) -> int:
     rows = []
     tcfg = TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=16, seed=args.seed)
     print(f"[3/4] training, subject {args.folds}-fold, ablations {args.ablations}")
-    for name in [a.strip() for a in args.ablations.split(",") if a.strip()]:
+    for name in ablations:
         mcfg = FedPsyAUConfig.from_ablation(name, num_classes=dataset.num_classes)
         res = run_protocol(dataset, f"kfold:{args.folds}", mcfg, tcfg, out / f"ablation_{name}", ablation=name)
         rows.append((f"ablation {name}", res["headline"]["uf1"], res["headline"]["uar"]))
@@ -66,8 +91,10 @@ def run(args) -> int:
     if args.rounds > 0:
         from ..federated.compare import compare_strategies
 
-        print(f"[4/4] federated comparison: 3 clients, {args.rounds} rounds")
-        fed = compare_strategies(dataset, clients=3, rounds=args.rounds, local_epochs=1,
+        print(f"[4/4] federated comparison: 3 clients, {args.rounds} rounds x {args.local_epochs} local epochs, "
+              f"{args.fed_repeats} split(s)")
+        fed = compare_strategies(dataset, clients=3, rounds=args.rounds, local_epochs=args.local_epochs,
+                                 repeats=args.fed_repeats,
                                  out_dir=out / "federated",
                                  model_config=FedPsyAUConfig(num_classes=dataset.num_classes),
                                  lr=1e-3, batch_size=16, seed=args.seed)
