@@ -39,6 +39,7 @@ from psyau_graph.federated.config import FederatedConfig  # noqa: E402
 from psyau_graph.federated.flower.deployment import LocalDeployment  # noqa: E402
 from psyau_graph.federated.flower.simulation import run_simulation  # noqa: E402
 from psyau_graph.federated.run import FederatedRun  # noqa: E402
+from psyau_graph.train.memory import keep_freed_memory  # noqa: E402
 from psyau_graph.federated.task import FedPsyAUTask, make_toy_data  # noqa: E402
 from _machine import load_average, machine_info  # noqa: E402
 
@@ -175,6 +176,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
     args = ap.parse_args()
     start_load = load_average()
+    keep_freed_memory()  # as the psyau command does (the Flower ClientApp calls it too)
     with tempfile.TemporaryDirectory(prefix="psyau-fedbench-") as d:
         tmp = Path(d)
         result = {

@@ -121,7 +121,9 @@ def main(argv=None):
         res["landmarks_per_frame"] = landmark_profile(tmp / "frames", df)
         res["machine"] = machine_info(start_load)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    from psyau_graph.train.protocols import atomic_write_text
+
+    atomic_write_text(Path(args.out), json.dumps(res, indent=1) + "\n")
     for r in res["runs"]:
         print(f"{r['flow']:5s} {r['flow_params'] if isinstance(r['flow_params'], dict) else ''} workers={r['workers']} batch={r['flow_batch_clips']} clips={r['clips']}: {r['clips_per_s_median']:.2f} clips/s "
               f"(min {r['clips_per_s_min']:.2f}, max {r['clips_per_s_max']:.2f}); stages "

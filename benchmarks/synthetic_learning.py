@@ -111,6 +111,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from psyau_graph.train.fit import TrainConfig
+    from psyau_graph.train.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the psyau command does
     from psyau_graph.train.protocols import atomic_write_text, run_protocol
 
     tmp = None

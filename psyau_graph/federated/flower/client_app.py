@@ -24,6 +24,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from ..client import ClientData, client_data, initial_state, local_evaluate, local_train, partition
+from ...train.memory import keep_freed_memory
 from ..task import make_task
 from .common import from_run_config
 
@@ -34,6 +35,7 @@ _DATASETS: dict = {}
 
 
 def _setup(context: Context, spec: dict | None):
+    keep_freed_memory()  # as the psyau command does (idempotent; see psyau_graph.train.memory)
     rc = spec if spec is not None else context.run_config
     cfg, task_spec, extras = from_run_config(rc)
     task = make_task(task_spec)
