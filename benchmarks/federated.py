@@ -7,13 +7,15 @@ of all clients, server aggregation). In-process runs the clients one after the o
 (torch with 2 threads, and with 1); simulation runs 2 ClientApp actors (1 CPU, 1 thread
 each) in parallel; deployment runs one SuperNode per client. Round 1 is the warm-up (actor/process start, imports);
 the median and spread are over rounds 2..R. Start-up (Ray / SuperLink + SuperNodes) is
-reported separately.
+reported separately. Run twice: a small workload (8 clips per subject, E = 1: a round
+takes a fraction of a second, so fixed per-round costs show) with every engine, and a
+larger one (16 clips per subject, E = 5) in-process and on the simulation engine.
 
 Part 2 — simulation with 2, 4, 8, 16 small clients (toy MLP task): per-round time and the
 peak resident memory of this process plus every process it spawned (Ray workers),
 sampled every 0.2 s with psutil.
 
-Usage: python benchmarks/federated.py [--rounds 4] [--quick]
+Usage: python benchmarks/federated.py [--rounds 4] [--large-epochs 5] [--sizes 2,4,8,16]
 Writes benchmarks/results/federated.json.
 """
 from __future__ import annotations
@@ -104,8 +106,8 @@ def split_cache(cache: Path, cfg: FederatedConfig, out: Path) -> list[Path]:
     return folders
 
 
-def engines(tmp: Path, rounds: int, epochs: int) -> dict:
-    cache = make_cache(tmp / "cache", clients=3, subjects_per_client=2, clips=8)
+def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: bool = True) -> dict:
+    cache = make_cache(tmp / "cache", clients=3, subjects_per_client=2, clips=clips)
     cfg = FederatedConfig(clients=3, rounds=rounds, local_epochs=epochs, strategy="fedavg",
                           lr=1e-3, batch_size=8, repeats=1)
     task_spec = {"name": "fedpsyau", "model_config": {"num_classes": 3}}
@@ -132,6 +134,8 @@ def engines(tmp: Path, rounds: int, epochs: int) -> dict:
                          "startup_s": total - res["wall_time"], "peak_rss_mib": mem.peak}
     print("simulation", out["simulation"]["median_s"], flush=True)
     # Flower deployment: SuperLink + 3 SuperNodes on loopback, each with its own folder
+    if not deployment:
+        return _ratios(out)
     labs = split_cache(cache, cfg, tmp / "labs")
     t0 = time.perf_counter()
     with PeakRSS() as mem:
@@ -143,12 +147,17 @@ def engines(tmp: Path, rounds: int, epochs: int) -> dict:
                          "note": "each message runs in a fresh flwr-clientapp process "
                                  "(SuperNode subprocess isolation): imports every time"}
     print("deployment", out["deployment"]["median_s"], flush=True)
+    return _ratios(out)
+
+
+def _ratios(out: dict) -> dict:
     # baseline: the faster in-process variant (on a loaded machine torch's 2 OpenMP threads
     # can be much slower than 1)
     base = min(out["inprocess"]["median_s"], out["inprocess_1thread"]["median_s"])
     out["inprocess_baseline_s"] = base
     for k in ("inprocess", "inprocess_1thread", "simulation", "deployment"):
-        out[k]["ratio_to_inprocess"] = out[k]["median_s"] / base
+        if k in out:
+            out[k]["ratio_to_inprocess"] = out[k]["median_s"] / base
     return out
 
 
@@ -171,7 +180,10 @@ def scaling(tmp: Path, rounds: int, sizes) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=1, help="local epochs of the small workload")
+    ap.add_argument("--large-epochs", type=int, default=5,
+                    help="local epochs of the larger workload (0 skips it; no deployment run)")
+    ap.add_argument("--large-clips", type=int, default=16, help="clips per subject of the larger workload")
     ap.add_argument("--sizes", default="2,4,8,16")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
     args = ap.parse_args()
@@ -185,7 +197,12 @@ def main() -> int:
             "machine": None,  # filled in below, after the runs (load average at start and end)
             "config": {"rounds": args.rounds, "local_epochs": args.epochs, "clients": 3,
                        "model": "FedPsyAU (paper network), 48 random clips (16 per client)"},
-            "engines": engines(tmp, args.rounds, args.epochs),
+            "engines": engines(tmp / "small", args.rounds, args.epochs),
+            "config_large": {"rounds": args.rounds, "local_epochs": args.large_epochs, "clients": 3,
+                             "model": f"FedPsyAU, {6 * args.large_clips} random clips "
+                                      f"({2 * args.large_clips} per client); no deployment run"},
+            "engines_large": (engines(tmp / "large", args.rounds, args.large_epochs, args.large_clips,
+                                      deployment=False) if args.large_epochs > 0 else None),
             "scaling_simulation_toy": scaling(tmp, 3, [int(s) for s in args.sizes.split(",")]),
         }
         result["machine"] = machine_info(start_load, flwr=__import__("flwr").__version__)
