@@ -47,6 +47,11 @@ def _inputs(b: int, seed: int = 0):
             torch.randint(0, 3, (b,), generator=g), (torch.rand(b, 12, generator=g) > 0.5).float())
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def _train_step(model, opt, rois, flow, y, au) -> tuple[float, float]:
     model.train()
     t, c = time.perf_counter(), time.process_time()
@@ -55,6 +60,7 @@ def _train_step(model, opt, rois, flow, y, au) -> tuple[float, float]:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    _sync(str(rois.device))
     return time.perf_counter() - t, time.process_time() - c
 
 
@@ -63,6 +69,7 @@ def _infer(model, rois, flow) -> tuple[float, float]:
     model.eval()
     t, c = time.perf_counter(), time.process_time()
     model(rois, flow)
+    _sync(str(rois.device))
     return time.perf_counter() - t, time.process_time() - c
 
 
@@ -70,14 +77,15 @@ def _summary(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
 
-def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0, threads: int | None = None) -> dict:
+def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0, threads: int | None = None,
+        device: str = "cpu") -> dict:
     start_load = load_average()
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    ours = FedPsyAU(FedPsyAUConfig())
+    ours = FedPsyAU(FedPsyAUConfig()).to(device)
     theirs = authors_structure(ours)
-    rois, flow, _, _ = _inputs(4, seed)
+    rois, flow, _, _ = (t.to(device) for t in _inputs(4, seed))
     ours.eval(), theirs.eval()
     with torch.no_grad():
         diff = float((ours(rois, flow).logits - theirs(rois, flow).logits).abs().max())
@@ -86,7 +94,7 @@ def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0,
     variants = {"batched": ours, "authors_structure": theirs}
     results = {}
     for b in batch_sizes:
-        rois, flow, y, au = _inputs(b, seed)
+        rois, flow, y, au = (t.to(device) for t in _inputs(b, seed))
         opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-5) for k, m in variants.items()}
         meas = {k: {"train": [], "infer": [], "train_cpu": [], "infer_cpu": []} for k in variants}
         for i in range(warmup + repeats):
@@ -139,13 +147,18 @@ def main(argv=None) -> int:
                     help="torch intra-op thread counts to measure (default: 1 2)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="keep glibc's malloc thresholds (default: keep_freed_memory(), as the psyau command does)")
+    ap.add_argument("--device", default="cpu",
+                    help="torch device (default: cpu; e.g. cuda on a machine with a GPU, where the "
+                         "authors' per-ROI loops are bound by kernel launches)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     malloc = "glibc defaults" if args.default_malloc else f"keep_freed_memory() -> {keep_freed_memory()}"
-    runs = [run(tuple(args.batch_sizes), args.repeats, args.warmup, threads=t) for t in args.threads]
+    runs = [run(tuple(args.batch_sizes), args.repeats, args.warmup, threads=t, device=args.device)
+            for t in args.threads]
     res = {k: v for k, v in runs[0].items() if k not in ("results", "threads")}
     res["results_by_threads"] = {str(r["threads"]): r["results"] for r in runs}
     res["malloc"] = malloc
+    res["device"] = args.device
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
