@@ -80,3 +80,12 @@ def test_compute_matches_shipped_prior_on_real_sheet(shared_reference, tmp_path)
 def test_parser_requires_an_action():
     with pytest.raises(SystemExit):
         main(["priors"])
+
+
+
+def test_unknown_layout_name_says_it_uses_the_generic_reader(shared_reference, tmp_path, capsys):
+    sheet = shared_reference / "annotations" / "CASME2-coding.xlsx"
+    assert main(["priors", "compute", "--annotations", str(sheet), "--dataset", "mylab",
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "'mylab' is not one of the known layouts" in err and "generic reader" in err

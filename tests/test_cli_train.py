@@ -76,7 +76,7 @@ def test_evaluate_json(trained, capsys, tmp_path):
 
 
 def test_train_rejects_bad_protocol(trained):
-    with pytest.raises(ValueError, match="unknown protocol"):
+    with pytest.raises(SystemExit, match="psyau train: error: unknown protocol 'holdout'"):
         main(["train", "--data", str(trained.cache), "--protocol", "holdout", "--out", str(trained.out / "x")])
 
 

@@ -4,11 +4,16 @@ Each command lives in its own module of this package and exposes
 ``add_parser(subparsers)`` (registers its arguments) and ``run(args) -> int``.
 Modules are imported only when their command runs, so ``psyau --help`` stays fast
 and a missing optional dependency only affects its own command.
+
+Bad input (``OSError`` such as a missing file, or ``ValueError``) ends the command with
+one line naming the command and the problem, exit status 1; ``PSYAU_TRACEBACK=1`` in
+the environment shows the full traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: command name -> module (relative to this package) implementing it
@@ -58,7 +63,14 @@ def main(argv=None) -> int:
     from ..train.memory import keep_freed_memory
 
     keep_freed_memory()  # large activations are reused, not page-faulted every step (see that module)
-    return int(_load(args.command).run(args) or 0)
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except (OSError, ValueError) as exc:
+        # bad input (a missing file, a malformed sheet, a bad value): one clear line, no traceback
+        if os.environ.get("PSYAU_TRACEBACK"):
+            raise
+        raise SystemExit(f"psyau {args.command}: error: {exc}\n"
+                         f"(set PSYAU_TRACEBACK=1 to see where it was raised)") from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

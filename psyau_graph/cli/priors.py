@@ -26,7 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     comp = sub.add_parser("compute", help="compute the 12×12 co-occurrence prior of an annotation sheet")
     comp.add_argument("--annotations", required=True, type=Path, help="annotation sheet (xlsx or csv)")
     comp.add_argument("--dataset", required=True,
-                      help="sheet layout: casme2, samm, casme3, dfme, smic, synth (selects sheet and columns)")
+                      help="sheet layout: casme2, samm, casme3, dfme, smic, synth (selects sheet and columns); "
+                           "any other name reads a lab's own sheet with the generic reader")
     comp.add_argument("--out", required=True, type=Path, help="output CSV (AU labels on both axes)")
     comp.add_argument("--region", choices=("global", "upper", "lower"), default="global",
                       help="12×12 (global, default) or a 6×6 restriction")
@@ -106,5 +107,11 @@ def run(args) -> int:
         if not args.annotations.is_file():
             print(f"psyau priors compute: annotation file not found: {args.annotations}", file=sys.stderr)
             return 2
+        from ..data.annotations import DATASETS
+
+        if args.dataset not in DATASETS:
+            print(f"psyau priors compute: note: {args.dataset!r} is not one of the known layouts "
+                  f"({', '.join(DATASETS)}); reading the sheet with the generic reader (header row "
+                  f"found by its AU column, every other non-blank row a sample)", file=sys.stderr)
         return _compute(args)
     raise ValueError(f"unknown priors action {args.priors_command!r}")
