@@ -18,7 +18,7 @@ library is not glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -37,13 +37,21 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     """
     if not isinstance(limit, int) or not (1 << 20) <= limit < (1 << 31):
         raise ValueError(f"limit must be an int in [1 MiB, 2 GiB), got {limit!r}")
-    if not sys.platform.startswith("linux"):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: no mallopt
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
+
+
+@functools.lru_cache(maxsize=1)
+def _mallopt():
+    """The C library's ``mallopt`` (looked up once), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).mallopt  # symbols of the running process, libc's among them
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
