@@ -29,8 +29,10 @@ def test_demo_tiny(tmp_path, capsys):
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--rounds", "-1"], "--rounds must be >= 0"),
 ])
-def test_demo_bad_arguments_fail_before_any_work(tmp_path, argv, msg):
+def test_demo_bad_arguments_fail_before_any_work(tmp_path, capsys, monkeypatch, argv, msg):
+    monkeypatch.delenv("PSYAU_TRACEBACK", raising=False)
     out = tmp_path / "demo"
-    with pytest.raises(SystemExit, match=msg):
-        main(["demo", "--out", str(out), *argv])
+    assert main(["demo", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("psyau demo: error: ") and msg in err
     assert not out.exists()

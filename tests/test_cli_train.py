@@ -75,9 +75,11 @@ def test_evaluate_json(trained, capsys, tmp_path):
     assert (tmp_path / "confusion.png").is_file() and (tmp_path / "evaluation.json").is_file()
 
 
-def test_train_rejects_bad_protocol(trained):
-    with pytest.raises(SystemExit, match="psyau train: error: unknown protocol 'holdout'"):
-        main(["train", "--data", str(trained.cache), "--protocol", "holdout", "--out", str(trained.out / "x")])
+def test_train_rejects_bad_protocol(trained, capsys, monkeypatch):
+    monkeypatch.delenv("PSYAU_TRACEBACK", raising=False)
+    assert main(["train", "--data", str(trained.cache), "--protocol", "holdout",
+                 "--out", str(trained.out / "x")]) == 2
+    assert "psyau train: error: unknown protocol 'holdout'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ Modules are imported only when their command runs, so ``psyau --help`` stays fas
 and a missing optional dependency only affects its own command.
 
 Bad input (``OSError`` such as a missing file, or ``ValueError``) ends the command with
-one line naming the command and the problem, exit status 1; ``PSYAU_TRACEBACK=1`` in
+one line on stderr naming the command and the problem, exit status 2 (as for a bad
+flag); ``PSYAU_TRACEBACK=1`` in
 the environment shows the full traceback instead.
 """
 from __future__ import annotations
@@ -69,8 +70,9 @@ def main(argv=None) -> int:
         # bad input (a missing file, a malformed sheet, a bad value): one clear line, no traceback
         if os.environ.get("PSYAU_TRACEBACK"):
             raise
-        raise SystemExit(f"psyau {args.command}: error: {exc}\n"
-                         f"(set PSYAU_TRACEBACK=1 to see where it was raised)") from exc
+        print(f"psyau {args.command}: error: {exc}\n(set PSYAU_TRACEBACK=1 to see where it was raised)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

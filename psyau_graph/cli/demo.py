@@ -30,22 +30,22 @@ def add_parser(subparsers) -> None:
 
 
 def _check_args(args, ablations: list[str]) -> None:
-    """Fail before any work starts, naming the argument."""
+    """Fail before any work starts, naming the argument (``psyau`` reports the ValueError)."""
     from ..nn.ablations import ABLATIONS
 
     for name in ("subjects", "clips_per_subject", "epochs", "folds", "local_epochs", "fed_repeats"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"psyau demo: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.rounds < 0:
-        raise SystemExit(f"psyau demo: --rounds must be >= 0, got {args.rounds}")
+        raise ValueError(f"--rounds must be >= 0, got {args.rounds}")
     if args.folds < 2 or args.folds > args.subjects:
-        raise SystemExit(f"psyau demo: --folds must lie in [2, --subjects={args.subjects}], got {args.folds}")
+        raise ValueError(f"--folds must lie in [2, --subjects={args.subjects}], got {args.folds}")
     if args.rounds > 0 and args.subjects < 3:
-        raise SystemExit(f"psyau demo: the federated comparison needs --subjects >= 3 (3 clients), "
+        raise ValueError(f"the federated comparison needs --subjects >= 3 (3 clients), "
                          f"got {args.subjects}; or pass --rounds 0")
     unknown = [a for a in ablations if a not in ABLATIONS]
     if unknown or not ablations:
-        raise SystemExit(f"psyau demo: --ablations {args.ablations!r}: unknown setting(s) {unknown}; "
+        raise ValueError(f"--ablations {args.ablations!r}: unknown setting(s) {unknown}; "
                          f"expected a comma-separated subset of {', '.join(ABLATIONS)}")
 
 
