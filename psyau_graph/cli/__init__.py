@@ -5,10 +5,12 @@ Each command lives in its own module of this package and exposes
 Modules are imported only when their command runs, so ``psyau --help`` stays fast
 and a missing optional dependency only affects its own command.
 
-Bad input (``OSError`` such as a missing file, or ``ValueError``) ends the command with
-one line on stderr naming the command and the problem, exit status 2 (as for a bad
-flag); ``PSYAU_TRACEBACK=1`` in
-the environment shows the full traceback instead.
+Bad input ends the command with one line on stderr naming the command and the
+problem, exit status 2 (as for a bad flag): any :class:`psyau_graph.errors.PsyauError`
+(no face, a missing or unreadable frame, a bad sheet, face box or checkpoint), any
+other ``ValueError``, an ``OSError`` such as a missing file, and a command's own
+``SystemExit("message")``. ``PSYAU_TRACEBACK=1`` in the environment shows the full
+traceback instead.
 """
 from __future__ import annotations
 
@@ -64,15 +66,29 @@ def main(argv=None) -> int:
     from ..train.memory import keep_freed_memory
 
     keep_freed_memory()  # large activations are reused, not page-faulted every step (see that module)
+    from ..errors import PsyauError
+
     try:
         return int(_load(args.command).run(args) or 0)
-    except (OSError, ValueError) as exc:
-        # bad input (a missing file, a malformed sheet, a bad value): one clear line, no traceback
+    except SystemExit as exc:
+        # a command's own `raise SystemExit("message")`: the same one line and status 2
+        if not isinstance(exc.code, str):
+            raise
+        return _error_line(args.command, exc.code.removeprefix(f"psyau {args.command}: "), show_hint=False)
+    except (PsyauError, OSError, ValueError) as exc:
+        # bad input (no face, a missing frame, a malformed sheet, a bad value): one line, no traceback
         if os.environ.get("PSYAU_TRACEBACK"):
             raise
-        print(f"psyau {args.command}: error: {exc}\n(set PSYAU_TRACEBACK=1 to see where it was raised)",
-              file=sys.stderr)
-        return 2
+        return _error_line(args.command, str(exc))
+
+
+def _error_line(command: str, message: str, *, show_hint: bool = True) -> int:
+    """Print ``psyau COMMAND: error: MESSAGE`` as ONE line on stderr (a multi-line
+    message is joined with "; "); return the exit status 2."""
+    text = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+    hint = " [PSYAU_TRACEBACK=1 shows where it was raised]" if show_hint else ""
+    print(f"psyau {command}: error: {text}{hint}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--flow", default=None, choices=["tvl1", "dis", "farneback"],
                    help="optical-flow method (default: the one the training cache used, else tvl1)")
     p.add_argument("--apex-window", type=int, default=1, help="± frames averaged around the apex (default: 1)")
+    p.add_argument("--face-box", default="largest", metavar="CHOICE",
+                   help="which face of the onset frame: 'largest' (default), 'centre' (nearest the frame "
+                        "centre) or 'LEFT,TOP,RIGHT,BOTTOM' in pixels")
+    p.add_argument("--first-frame", type=int, default=0,
+                   help="number of a video's first frame, to match your onset/apex (default: 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(_run=run)
     return p
@@ -43,23 +48,25 @@ def predict_features(model, rois, flow28, *, beta=None) -> dict:
 
 def run(args) -> int:
     import json
-    import sys
 
     from psyau_graph.au import AU_NAMES, AUS
     from psyau_graph.preprocess.pipeline import preprocess_clip
     from psyau_graph.train.checkpoint import build_model
 
+    from psyau_graph.preprocess.frames import open_clip
+    from psyau_graph.preprocess.landmarks import parse_face_box
+
+    face = parse_face_box(args.face_box, what="--face-box")
     model, ck = build_model(args.checkpoint)
     method = args.flow or ck.get("flow_method") or "tvl1"
-    try:
-        feats = preprocess_clip(args.frames, args.onset, args.apex, flow=method, apex_window=args.apex_window)
-    except (FileNotFoundError, ValueError) as exc:  # bad folder/video, frame numbers, no face: say which
-        print(f"psyau predict: {exc}", file=sys.stderr)
-        return 2
+    # bad folder / video / frame numbers, no face: PsyauError or OSError -> one line, exit 2 (cli.main)
+    clip = open_clip(args.frames, first_number=args.first_frame)
+    feats = preprocess_clip(clip, args.onset, args.apex, flow=method, apex_window=args.apex_window, face=face)
     probs = predict_features(model, feats.rois, feats.flow28, beta=ck.get("beta"))
     names = list(ck.get("class_names") or [str(i) for i in range(len(probs["emotion"]))])
     result = {
         "frames": str(args.frames), "onset": args.onset, "apex": args.apex, "flow_method": method,
+        "face_box": list(feats.face_box), "face_selection": feats.face_selection, "notes": feats.notes,
         "prediction": names[int(probs["emotion"].argmax())],
         "emotion": {n: float(p) for n, p in zip(names, probs["emotion"])},
         "au": None if probs["au"] is None else {f"AU{a}": float(p) for a, p in zip(AUS, probs["au"])},
@@ -68,6 +75,7 @@ def run(args) -> int:
         print(json.dumps(result, indent=1))
         return 0
     print(f"clip {args.frames}  onset {args.onset}  apex {args.apex}  flow {method}")
+    print(f"face: {feats.face_selection}")
     print(f"predicted emotion: {result['prediction']}")
     for n, p in sorted(result["emotion"].items(), key=lambda kv: -kv[1]):
         print(f"  {n:<12} {p:.3f}")

@@ -32,6 +32,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--flow-batch-clips", type=int, default=0,
                    help="compute the flow of this many clips in one batched call in the main process "
                         "(faster with tvl1; default 0: each worker does whole clips)")
+    p.add_argument("--face-box", default="largest", metavar="CHOICE",
+                   help="which face of each onset frame: 'largest' (default, over all detection passes), "
+                        "'centre' (nearest the frame centre) or 'LEFT,TOP,RIGHT,BOTTOM' in pixels; a "
+                        "face_box column of the sheet or of --face-boxes overrides it per clip")
+    p.add_argument("--face-boxes", default=None, metavar="CSV",
+                   help="CSV with columns subject, clip, face_box (same values as --face-box) giving "
+                        "the face of single clips")
     p.add_argument("--limit", type=int, default=None, help="only the first N annotation rows")
     p.set_defaults(_run=run)
     return p
@@ -44,14 +51,19 @@ def run(args) -> int:
     from psyau_graph.preprocess.batch import preprocess_dataset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from psyau_graph.preprocess.landmarks import parse_face_box
+
+    face = parse_face_box(args.face_box, what="--face-box")
     df = read_annotations(args.annotations, args.dataset, errors=args.bad_rows)
     problems = df.attrs.get("report") or []
+    if args.face_boxes:
+        df = merge_face_boxes(df, args.face_boxes)
     if args.limit is not None:
         df = df.iloc[: args.limit]
     report = preprocess_dataset(df, args.frames, args.out, dataset=args.dataset, layout=args.layout,
                                 flow=args.flow, workers=args.workers, apex_window=args.apex_window,
                                 errors=args.on_error, landmarks_backend=args.landmarks,
-                                flow_batch_clips=args.flow_batch_clips)
+                                flow_batch_clips=args.flow_batch_clips, face=face)
     rate = report["timings"]["clips_per_s"]
     print(f"{args.dataset}: {report['processed']} processed, {report['cached']} already cached, "
           f"{len(report['skipped'])} skipped, {len(problems)} annotation row problem(s)"
@@ -61,3 +73,38 @@ def run(args) -> int:
     if len(report["skipped"]) > 20:
         print(f"  ... {len(report['skipped']) - 20} more in {args.out}/report.json")
     return 0
+
+
+def merge_face_boxes(df, csv_path):
+    """Add / override the ``face_box`` column of an annotation table from a CSV
+    (columns subject, clip, face_box); every row of the CSV must name a clip of the table.
+
+    Raises:
+        FileNotFoundError: no such CSV. FaceBoxError: a bad column, value or unknown clip.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from psyau_graph.preprocess.landmarks import FaceBoxError, parse_face_box
+
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--face-boxes: file not found: {path}")
+    boxes = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"subject", "clip", "face_box"} - set(boxes.columns)
+    if missing:
+        raise FaceBoxError(f"--face-boxes {path}: missing column(s) {sorted(missing)} "
+                           f"(expected subject, clip, face_box)")
+    known = set(zip(df["subject"].astype(str), df["clip"].astype(str)))
+    table = {}
+    for i, r in enumerate(boxes.itertuples(index=False), start=2):
+        key = (r.subject.strip(), r.clip.strip())
+        if key not in known:
+            raise FaceBoxError(f"--face-boxes {path} row {i}: clip {key[0]}/{key[1]} is not in the sheet")
+        parse_face_box(r.face_box, what=f"--face-boxes {path} row {i}")
+        table[key] = r.face_box
+    df = df.copy()
+    old = df["face_box"] if "face_box" in df.columns else pd.Series([None] * len(df), index=df.index)
+    df["face_box"] = [table.get((str(s), str(c)), o) for s, c, o in zip(df["subject"], df["clip"], old)]
+    return df

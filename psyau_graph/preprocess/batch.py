@@ -129,6 +129,9 @@ def _job(row, dataset: str, cache_dir: Path) -> dict:
             "apex": int(get("apex")), "offset": None if offset is None else int(offset),
             "aus": aus, "emotion": None if _jsonable(emotion) is None else str(emotion)}
     extra = {k: _jsonable(get(k, None)) for k in ("row", "subset") if get(k, None) is not None}
+    face = _jsonable(get("face_box", None))  # optional per-clip column: "L,T,R,B" | "centre" | "largest"
+    if face is not None and not (isinstance(face, str) and not face.strip()):
+        meta["face"] = face if isinstance(face, str) else list(face)
     return {"meta": meta, "row": {**meta, **extra}, "path": str(clip_cache_path(cache_dir, dataset, subject, clip))}
 
 
@@ -141,6 +144,15 @@ def _init_worker(opts: dict) -> None:
     torch.set_num_threads(1)
     _OPTS.clear()
     _OPTS.update(opts)
+
+
+def _face_choice(meta: dict, opts: dict):
+    """The clip's face choice: its ``face_box`` column if set, else the run's ``face`` option."""
+    from .landmarks import parse_face_box
+
+    if "face" in meta:
+        return parse_face_box(meta["face"], what=f"face_box of {meta['subject']}/{meta['clip']}")
+    return opts.get("face", "largest")
 
 
 def _run_job(job: dict) -> dict:
@@ -157,10 +169,10 @@ def _run_job(job: dict) -> dict:
         name = f"{meta['dataset']}/{meta['subject']}/{meta['clip']}"
         feats = preprocess_clip(frames, meta["onset"], meta["apex"], flow=o["flow"],
                                 apex_window=o["apex_window"], landmarks_backend=o["landmarks_backend"],
-                                name=name, flow_params=o.get("flow_params"))
+                                name=name, flow_params=o.get("flow_params"), face=_face_choice(meta, o))
         full = dict(meta, flow_method=o["flow"], apex_used=feats.apex, onset_used=feats.onset,
                     apex_numbers=feats.apex_numbers, face_box=list(feats.face_box), notes=feats.notes,
-                    row=job["row"].get("row"))
+                    face_selection=feats.face_selection, row=job["row"].get("row"))
         save_clip(job["path"], feats, full)
         return {"status": "processed", "subject": meta["subject"], "clip": meta["clip"],
                 "seconds": time.perf_counter() - t0, "timings": feats.timings, "notes": feats.notes}
@@ -185,7 +197,7 @@ def _prepare_job(job: dict) -> dict:
         frames = find_clip_frames(o["frames_root"], job["row"], o["layout"], dataset=o["dataset"])
         name = f"{meta['dataset']}/{meta['subject']}/{meta['clip']}"
         prep = prepare_clip(frames, meta["onset"], meta["apex"], apex_window=o["apex_window"],
-                            landmarks_backend=o["landmarks_backend"], name=name)
+                            landmarks_backend=o["landmarks_backend"], name=name, face=_face_choice(meta, o))
         return {"status": "prepared", "job": job, "prep": prep, "seconds": time.perf_counter() - t0}
     except Exception as exc:  # recorded in the report; re-raised unless errors="skip"
         if o["errors"] != "skip":
@@ -216,7 +228,7 @@ def _finish_batch(prepared: list[dict], opts: dict) -> list[dict]:
             feats = finish_clip(prep, f2, flow_method=opts["flow"])
             full = dict(meta, flow_method=opts["flow"], apex_used=feats.apex, onset_used=feats.onset,
                         apex_numbers=feats.apex_numbers, face_box=list(feats.face_box), notes=feats.notes,
-                        row=job["row"].get("row"))
+                        face_selection=feats.face_selection, row=job["row"].get("row"))
             save_clip(job["path"], feats, full)
             out.append({"status": "processed", "subject": meta["subject"], "clip": meta["clip"],
                         "seconds": r["seconds"] + per_clip + time.perf_counter() - t1,
@@ -252,7 +264,8 @@ def _maybe_kill(written: int) -> None:
 def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, layout: str | None = None,
                        flow: str = "tvl1", workers: int = 2, apex_window: int = 1, errors: str = "skip",
                        landmarks_backend: str = "dlib", progress: bool = True,
-                       flow_params: dict | None = None, flow_batch_clips: int = 0) -> dict:
+                       flow_params: dict | None = None, flow_batch_clips: int = 0,
+                       face="largest") -> dict:
     """Preprocess every annotated clip into the cache; resumable; writes ``report.json``.
 
     Args:
@@ -273,6 +286,10 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
         flow_batch_clips: 0 (default): each worker runs whole clips. K > 0: workers run
             frames/landmarks/alignment only and the parent computes the flow of K clips'
             apex-window pairs in one batched call (pays off for the batched torch TV-L1).
+        face: face choice for every clip: "largest" (default), "centre" or a box
+            (left, top, right, bottom); a ``face_box`` column in ``annotations_df``
+            (same values, per clip; empty = this default) overrides it. The choice made is
+            stored in each cache file's ``meta["face_selection"]``.
 
     Returns:
         the report dict also written to ``<cache>/report.json``: counts ``total``,
@@ -281,6 +298,9 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
     """
     from tqdm.auto import tqdm
 
+    from .landmarks import parse_face_box
+
+    face = parse_face_box(face, what="face")
     if errors not in ("skip", "raise"):
         raise ValueError(f"errors: expected 'skip' or 'raise', got {errors!r}")
     if workers < 1:
@@ -304,7 +324,7 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
             jobs.append(job)
     opts = {"frames_root": str(frames_root), "layout": layout, "dataset": dataset, "flow": flow,
             "apex_window": apex_window, "errors": errors, "landmarks_backend": landmarks_backend,
-            "flow_params": dict(flow_params or {})}
+            "flow_params": dict(flow_params or {}), "face": face}
     results = []
     bar = tqdm(total=len(jobs), desc=f"preprocess {dataset}", unit="clip", disable=None if progress else True)
     written = 0

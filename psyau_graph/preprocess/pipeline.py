@@ -50,6 +50,7 @@ class ClipFeatures:
         flow_method: "tvl1" | "dis" | "farneback".
         notes: changes made to the annotation (e.g. onset == apex) and warnings.
         timings: seconds per stage.
+        face_selection: which face was taken and why (largest / nearest the centre / user box).
     """
 
     rois: np.ndarray
@@ -67,6 +68,7 @@ class ClipFeatures:
     flow_method: str
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    face_selection: str = ""
 
 
 def flow_batch(onsets: np.ndarray, apexes: np.ndarray, method: str = "tvl1", **params) -> np.ndarray:
@@ -124,7 +126,8 @@ def flow_and_strain(flow2: np.ndarray) -> np.ndarray:
 def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_window: int = 1,
                     landmarks_backend: str = "dlib", name: str | None = None,
                     align: AlignConfig | None = None, roi_size: int = 5, map_size: int = 28,
-                    detect_max_side: int = 320, flow_params: dict | None = None) -> ClipFeatures:
+                    detect_max_side: int = 320, flow_params: dict | None = None,
+                    face="largest") -> ClipFeatures:
     """Run one clip through the whole pipeline.
 
     Args:
@@ -140,6 +143,9 @@ def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_w
         map_size: whole-face map side (default: 28).
         detect_max_side: longest side for the fast downscaled face detection (default: 320).
         flow_params: extra keyword arguments for the flow method.
+        face: which face of the onset frame: "largest" (default), "centre", or a box
+            (left, top, right, bottom) / "L,T,R,B" in onset-frame pixels (see
+            :func:`psyau_graph.preprocess.landmarks.detect_face`).
 
     Shapes:
         see :class:`ClipFeatures` (S = ``align.size``, default 128).
@@ -151,7 +157,7 @@ def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_w
     if flow not in FLOW_METHODS:
         raise ValueError(f"flow: expected one of {FLOW_METHODS}, got {flow!r}")
     prep = prepare_clip(frames, onset, apex, apex_window=apex_window, landmarks_backend=landmarks_backend,
-                        name=name, align=align, detect_max_side=detect_max_side)
+                        name=name, align=align, detect_max_side=detect_max_side, face=face)
     t0 = time.perf_counter()
     n = len(prep.apex_crops)
     f2 = flow_batch(np.repeat(prep.onset_crop[None], n, 0), prep.apex_crops, flow, **(flow_params or {}))
@@ -166,7 +172,7 @@ class PreparedClip:
     Attributes:
         name: clip name; onset_crop: (S, S) uint8; apex_crops: (N, S, S) uint8 (apex window);
         landmarks: (68, 2) float32 in the crop; matrix: (2, 3); onset, apex, apex_numbers,
-        face_box, notes, timings: as in :class:`ClipFeatures`.
+        face_box, notes, timings, face_selection: as in :class:`ClipFeatures`.
     """
 
     name: str
@@ -180,11 +186,12 @@ class PreparedClip:
     face_box: tuple[int, int, int, int]
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    face_selection: str = ""
 
 
 def prepare_clip(frames, onset: int, apex: int, *, apex_window: int = 1, landmarks_backend: str = "dlib",
                  name: str | None = None, align: AlignConfig | None = None,
-                 detect_max_side: int = 320) -> PreparedClip:
+                 detect_max_side: int = 320, face="largest") -> PreparedClip:
     """Stages 1–3 of :func:`preprocess_clip`: select frames, detect the face, align and crop.
 
     Lets a caller batch the flow of many clips in one call (see ``preprocess_dataset``).
@@ -201,10 +208,10 @@ def prepare_clip(frames, onset: int, apex: int, *, apex_window: int = 1, landmar
 
     t0 = time.perf_counter()
     det = detect_landmarks(sel.onset_image, backend=landmarks_backend, clip=clip.name,
-                           detect_max_side=detect_max_side)
+                           detect_max_side=detect_max_side, face=face)
     notes = list(sel.notes)
     if det.num_faces > 1:
-        notes.append(f"{det.num_faces} faces found in the onset frame; the largest was used")
+        notes.append(f"{det.num_faces} faces found in the onset frame; used the {det.selection}")
     t["landmarks"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -214,7 +221,7 @@ def prepare_clip(frames, onset: int, apex: int, *, apex_window: int = 1, landmar
     lm_crop = transform_points(det.landmarks, M)
     t["align"] = time.perf_counter() - t0
     return PreparedClip(clip.name, onset_crop, apex_crops, lm_crop, M, sel.onset, sel.apex,
-                        list(sel.apex_numbers), det.box, notes, t)
+                        list(sel.apex_numbers), det.box, notes, t, det.selection)
 
 
 def finish_clip(prep: PreparedClip, flows: np.ndarray, *, flow_method: str, roi_size: int = 5,
@@ -242,4 +249,5 @@ def finish_clip(prep: PreparedClip, flows: np.ndarray, *, flow_method: str, roi_
         rois=rois, flow28=flow28, keypoints=kp.astype(np.float32), flow=flow3.astype(np.float32),
         onset_crop=prep.onset_crop, apex_crop=prep.apex_crops[apex_pos], landmarks=prep.landmarks,
         matrix=prep.matrix, onset=prep.onset, apex=prep.apex, apex_numbers=list(prep.apex_numbers),
-        face_box=prep.face_box, flow_method=flow_method, notes=list(prep.notes), timings=t)
+        face_box=prep.face_box, flow_method=flow_method, notes=list(prep.notes), timings=t,
+        face_selection=prep.face_selection)
