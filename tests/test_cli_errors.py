@@ -131,3 +131,15 @@ def test_bad_sheet_is_one_line(tmp_path, capsys):
     assert main(["preprocess", "--annotations", str(sheet), "--dataset", "casme2", "--frames", str(tmp_path),
                  "--out", str(tmp_path / "c")]) == 2
     _one_line_error(capsys.readouterr().err, "preprocess", "s.csv")
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["federate", "--data", "{tmp}/nope", "--out", "{tmp}/fed", "--rounds", "1", "--local-epochs", "1",
+      "--repeats", "1"], "nope"),
+    (["synth", "--out", "{tmp}/s", "--subjects", "0"], "subjects"),
+    (["demo", "--out", "{tmp}/d", "--subjects", "0"], "subjects"),
+])
+def test_other_commands_bad_input_one_line(tmp_path, capsys, argv, pattern):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    _one_line_error(capsys.readouterr().err, argv[0], pattern)
