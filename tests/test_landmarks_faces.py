@@ -113,3 +113,35 @@ def test_pipeline_and_cache_record_the_face(tmp_path, two_faces):
     assert m1["face_selection"].startswith("largest of 2") and m1["face_box"][0] > 300
     assert m2["face_selection"].startswith("nearest the centre of 2") and m2["face_box"][0] < 300
     assert any("nearest the centre" in n for n in m2["notes"])
+
+
+def test_cli_face_box_options(tmp_path, two_faces, capsys):
+    from _preprocess_helpers import write_clip
+    from psyau_graph.cli import main
+    from psyau_graph.preprocess.batch import clip_cache_path, load_clip_cache
+
+    grey = cv2.cvtColor(two_faces, cv2.COLOR_RGB2GRAY)
+    frames = np.stack([np.roll(grey, k // 2, axis=1) for k in range(4)])
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("Subject,Filename,OnsetFrame,ApexFrame,OffsetFrame,Action Units,Estimated Emotion\n"
+                     + "".join(f"01,{c},1,3,4,12,happiness\n" for c in ("EP01", "EP02", "EP03")))
+    for clip in ("EP01", "EP02", "EP03"):
+        write_clip(tmp_path / "f" / "sub01" / clip, frames, first=1, fmt="img{n}.png")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("subject,clip,face_box\nsub01,EP02,centre\nsub01,EP03,\"340,60,520,240\"\n")
+    base = ["preprocess", "--annotations", str(sheet), "--dataset", "casme2", "--frames", str(tmp_path / "f"),
+            "--flow", "dis", "--workers", "1", "--out", str(tmp_path / "c")]
+    with pytest.warns(UserWarning):
+        assert main(base + ["--face-boxes", str(boxes)]) == 0
+    meta = {c: load_clip_cache(clip_cache_path(tmp_path / "c", "casme2", "sub01", c))["meta"]
+            for c in ("EP01", "EP02", "EP03")}
+    assert meta["EP01"]["face_selection"].startswith("largest")
+    assert meta["EP02"]["face_selection"].startswith("nearest the centre") and meta["EP02"]["face_box"][0] < 300
+    assert meta["EP03"]["face_selection"] == "user face box (340, 60, 520, 240)"
+    capsys.readouterr()
+    boxes.write_text("subject,clip,face_box\nsub01,EP09,centre\n")
+    assert main(base + ["--face-boxes", str(boxes)]) == 2
+    err = capsys.readouterr().err
+    assert "boxes.csv row 2: clip sub01/EP09 is not in the sheet" in err and len(err.strip().splitlines()) == 1
+    assert main(base + ["--face-box", "nearest"]) == 2
+    assert "--face-box: expected 'largest', 'centre'" in capsys.readouterr().err
