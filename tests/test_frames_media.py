@@ -117,7 +117,8 @@ def _write_video(path, n_frames, fourcc="MJPG", size=(32, 24)):
     return path
 
 
-@pytest.mark.parametrize("fourcc,ext", [("MJPG", "avi"), ("mp4v", "mp4")])
+@pytest.mark.parametrize("fourcc,ext", [("MJPG", "avi"), ("mp4v", "mp4"), ("XVID", "avi"), ("VP80", "webm"),
+                                        ("FFV1", "mkv")])
 def test_video_seeks_to_the_frames_needed(tmp_path, fourcc, ext):
     path = _write_video(tmp_path / f"v.{ext}", 60, fourcc)
     seq = open_clip(path, seek=False, first_number=1)
