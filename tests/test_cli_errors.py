@@ -143,3 +143,28 @@ def test_other_commands_bad_input_one_line(tmp_path, capsys, argv, pattern):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     _one_line_error(capsys.readouterr().err, argv[0], pattern)
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-seek"]])
+def test_predict_on_a_video_reports_the_face(tmp_path, checkpoint, capsys, extra):
+    """The good path next to the bad ones: a video clip, frames numbered from --first-frame."""
+    import json
+
+    import cv2
+
+    frames = mouth_pull_frames(n=20)
+    path = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, frames.shape[:0:-1])
+    if not vw.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for f in frames:
+        vw.write(np.dstack([f] * 3))
+    vw.release()
+    argv = ["predict", "--checkpoint", str(checkpoint), "--frames", str(path), "--first-frame", "100",
+            "--onset", "101", "--apex", "115", "--json", *extra]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["face_selection"].startswith("largest of 1") and len(out["face_box"]) == 4
+    past_end = [a if a != "115" else "125" for a in argv]  # apex after the video's last frame (119)
+    assert main(past_end) == 2
+    assert "outside the clip (frames 100..119)" in capsys.readouterr().err

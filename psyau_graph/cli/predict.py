@@ -21,6 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "centre) or 'LEFT,TOP,RIGHT,BOTTOM' in pixels")
     p.add_argument("--first-frame", type=int, default=0,
                    help="number of a video's first frame, to match your onset/apex (default: 0)")
+    p.add_argument("--no-seek", action="store_true",
+                   help="video: read frames sequentially from the start instead of seeking (for containers "
+                        "whose seeking is unreliable; still keeps only the frames needed)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(_run=run)
     return p
@@ -60,7 +63,7 @@ def run(args) -> int:
     model, ck = build_model(args.checkpoint)
     method = args.flow or ck.get("flow_method") or "tvl1"
     # bad folder / video / frame numbers, no face: PsyauError or OSError -> one line, exit 2 (cli.main)
-    clip = open_clip(args.frames, first_number=args.first_frame)
+    clip = open_clip(args.frames, first_number=args.first_frame, seek=not args.no_seek)
     feats = preprocess_clip(clip, args.onset, args.apex, flow=method, apex_window=args.apex_window, face=face)
     probs = predict_features(model, feats.rois, feats.flow28, beta=ck.get("beta"))
     names = list(ck.get("class_names") or [str(i) for i in range(len(probs["emotion"]))])
