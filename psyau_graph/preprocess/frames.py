@@ -174,7 +174,7 @@ def read_image(path, *, colour: bool = False, what: str = "image") -> np.ndarray
     """One image file as uint8 grey (H, W) or RGB (H, W, 3).
 
     Accepts grey, grey + alpha, RGB/BGR, RGBA (alpha dropped), 8- or 16-bit (16-bit is
-    scaled to 8 bits by ``>> 8``, i.e. ``value / 257`` rounded down), in any format
+    scaled to 8 bits by keeping the high byte, ``value >> 8``), in any format
     OpenCV reads (JPEG, PNG, BMP, TIFF).
 
     Raises:

@@ -12,8 +12,9 @@ pooled (a face found by several attempts counts once), so a large face the
 downscaled pass misses is not lost to a small one it finds. The face kept is the
 largest (default), the one nearest the frame centre (``face="centre"``), or a box
 given by the user (``face=(l, t, r, b)``); a warning names the choice when several
-faces were found, and ``FaceDetection.selection`` records it. The same box is then used on every other frame ("tracking" by a fixed box: a
-micro-expression clip has a still head), see :func:`track_landmarks`.
+faces were found, and ``FaceDetection.selection`` records it. The same box is then
+used on every other frame ("tracking" by a fixed box: a micro-expression clip has a
+still head), see :func:`track_landmarks`.
 :func:`preprocess_clip <psyau_graph.preprocess.pipeline.preprocess_clip>` predicts
 landmarks on the onset frame only, because one alignment per clip is taken from it.
 
