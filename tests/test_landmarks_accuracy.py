@@ -52,3 +52,26 @@ def test_nme_against_human_annotations(stem, image, bound):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert nme(detect_landmarks(grey, clip=stem).landmarks.astype(float), gt) < bound
+
+
+def test_face_choice_on_a_real_two_person_frame():
+    """Both photos in one frame (takeo enlarged ×1.5, so his face is the larger one): each
+    choice lands the landmarks on its person, checked against that person's annotations."""
+    ein, tak = read_image(DATA / "einstein.jpg", colour=True), read_image(DATA / "takeo.png", colour=True)
+    gt_e, gt_t = read_pts(DATA / "einstein.pts"), read_pts(DATA / "takeo.pts")
+    s = 1.5
+    tak = cv2.resize(tak, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC)
+    x0, y0 = 840, 330
+    canvas = np.full((1024, 840 + tak.shape[1] + 10, 3), 128, np.uint8)
+    canvas[:, :817] = ein
+    canvas[y0:y0 + tak.shape[0], x0:x0 + tak.shape[1]] = tak
+    gt_t = (gt_t + 0.5) * s - 0.5 + [x0, y0]  # pixel centres scale about the pixel corner
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        largest = detect_landmarks(canvas, clip="two")
+        centre = detect_landmarks(canvas, clip="two", face="centre")
+    assert largest.num_faces >= 2 and largest.selection.startswith("largest")
+    assert nme(largest.landmarks.astype(float), gt_t) < 0.08  # takeo: the larger face
+    assert nme(centre.landmarks.astype(float), gt_e) < 0.10  # einstein: nearer the frame centre
+    user = detect_landmarks(canvas, clip="two", face=centre.box)  # the user names einstein's box
+    assert user.selection.startswith("user face box") and nme(user.landmarks.astype(float), gt_e) < 0.10
