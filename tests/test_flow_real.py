@@ -1,0 +1,111 @@
+"""Flow on real face photos with known sub-pixel motion (benchmarks/flow_real_faces.py pairs).
+
+Loose quality bounds per method: noise floor on a still face, forward-backward
+consistency, end-point error against the known motion, agreement with scikit-image's
+TV-L1, and the brightness-flicker case. The measured numbers are in docs/optical_flow.md.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from psyau_graph.preprocess.flow import compute_flow, compute_flow_batch, match_brightness
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "flow_real_faces.py"
+OURS = ("tvl1", "dis", "farneback")
+MOVING = ("shift", "affine", "local")
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("flow_real_faces", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def results():
+    return _bench().run()
+
+
+def test_pairs_are_real_faces_with_the_stated_motion():
+    pairs = _bench().pairs()
+    assert len(pairs) == 10
+    for key, (a, b, true) in pairs.items():
+        assert a.shape == b.shape == (128, 128) and a.dtype == b.dtype == np.uint8
+        assert true.shape == (2, 128, 128)
+        assert not np.array_equal(a, b)  # independent noise even on the still pair
+        peak = np.abs(true).max()
+        assert peak == 0 if key.endswith("still") else 0.2 < peak < 1.0  # sub-pixel motion
+
+
+@pytest.mark.parametrize("face", ["astronaut", "cameraman"])
+@pytest.mark.parametrize("method", OURS)
+def test_still_face_gives_near_zero_flow(results, face, method):
+    assert results[f"{face}/still"][method]["mag"] < 0.1
+
+
+@pytest.mark.parametrize("face", ["astronaut", "cameraman"])
+def test_dis_defaults_lower_the_noise_floor(results, face):
+    r = results[f"{face}/still"]
+    assert r["dis"]["mag"] < 0.06
+    assert r["dis"]["mag"] < 0.75 * r["dis/previous"]["mag"]
+    r = results[f"{face}/local"]
+    assert r["dis"]["epe"] < r["dis/previous"]["epe"]
+    # ... without flattening the micro-motion, which solving at 64² (finest scale 1) does
+    assert r["dis"]["peak_ratio"] > 0.7 and r["dis/p16+scale1"]["peak_ratio"] < 0.65
+
+
+@pytest.mark.parametrize("face", ["astronaut", "cameraman"])
+@pytest.mark.parametrize("method", OURS)
+def test_local_micro_motion_keeps_its_peak(results, face, method):
+    assert 0.7 < results[f"{face}/local"][method]["peak_ratio"] < 1.3
+
+
+@pytest.mark.parametrize("case", MOVING)
+@pytest.mark.parametrize("face", ["astronaut", "cameraman"])
+@pytest.mark.parametrize("method", OURS + ("skimage",))
+def test_moving_face_epe_fb_and_agreement(results, face, case, method):
+    r = results[f"{face}/{case}"][method]
+    assert r["epe"] < 0.12
+    assert r["fb"] < 0.1
+    assert r["corr_true"] > 0.55
+    assert r["corr_skimage"] > 0.5
+
+
+@pytest.mark.parametrize("face", ["astronaut", "cameraman"])
+def test_flicker_breaks_tvl1_unless_brightness_is_matched(results, face):
+    r = results[f"{face}/local+flicker"]
+    # a 3 % + 2 grey-level lighting change: both TV-L1s report motion larger than the real one
+    assert r["tvl1"]["epe"] > 0.3 and r["skimage"]["epe"] > 0.2
+    assert r["tvl1+brightness"]["epe"] < 0.1 and r["tvl1+brightness"]["corr_true"] > 0.7
+    assert r["dis"]["epe"] < 0.1  # DIS normalises each patch's mean
+
+
+def test_match_brightness_removes_gain_and_offset():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.2, 0.8, (32, 32)).astype(np.float32)
+    b = a * 1.1 + 0.03
+    a2, b2 = match_brightness(a, b)
+    np.testing.assert_allclose(b2, a, atol=1e-5)
+    np.testing.assert_array_equal(a2, a)
+    ua, ub = match_brightness((a * 255).astype(np.uint8)[None], (b * 255).astype(np.uint8)[None])
+    assert ua.shape == ub.shape == (1, 32, 32) and ub.dtype == np.float32
+    with pytest.raises(ValueError, match="apex is constant"):
+        match_brightness(a, np.full_like(a, 0.5))
+    with pytest.raises(ValueError, match="same shape"):
+        match_brightness(a, a[:16])
+
+
+def test_match_brightness_keyword_reaches_every_method():
+    pairs = _bench().pairs()
+    a, b, true = pairs["astronaut/local+flicker"]
+    for method in OURS:
+        one = compute_flow(a, b, method, match_brightness=True)
+        batch = compute_flow_batch(a[None], b[None], method, match_brightness=True)[0]
+        np.testing.assert_allclose(one, batch, atol=1e-5)
+    assert np.abs(compute_flow(a, b, "tvl1", match_brightness=True) - true).mean() < \
+        0.5 * np.abs(compute_flow(a, b, "tvl1") - true).mean()
