@@ -37,8 +37,9 @@ _DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
 #: Defaults for DIS at 128² (docs/optical_flow.md, "DIS on real faces": 16-px patches
 #: lower the noise floor on still faces by about a third against 8-px ones and keep the
 #: peak of a local sub-pixel motion; finest scale 1 would lower it more but halves that
-#: peak). These override every setting a preset makes, so ``preset`` changes nothing else.
-DIS_DEFAULTS = dict(preset="medium", finest_scale=0, patch_size=16, patch_stride=3,
+#: peak; stride 8 (half-overlapping patches) is as accurate as 3 and as fast as patch 8 at
+#: stride 3). These override every setting a preset makes, so ``preset`` changes nothing else.
+DIS_DEFAULTS = dict(preset="medium", finest_scale=0, patch_size=16, patch_stride=8,
                     grad_descent_iterations=25, variational_refinement_iterations=5)
 #: Defaults for Farnebäck at 128².
 FARNEBACK_DEFAULTS = dict(pyr_scale=0.5, levels=3, winsize=11, iterations=5, poly_n=5,
