@@ -8,7 +8,7 @@ import pytest
 
 from psyau_graph.progress import PREFIX, LineProgress, format_seconds
 
-LINE = re.compile(r"^psyau progress \| (?P<desc>[^:]+): (?P<n>\d+)/(?P<total>\d+) \w+ \((?P<pct>\d+)%\) \| "
+LINE = re.compile(r"^psyau progress \| (?P<desc>.+?): (?P<n>\d+)/(?P<total>\d+) \w+ \((?P<pct>\d+)%\) \| "
                   r"elapsed (?P<el>\d+:\d\d:\d\d) \| ETA (?P<eta>\d+:\d\d:\d\d|\?)(?: \| (?P<note>.*))?$")
 
 
@@ -125,3 +125,20 @@ def test_preprocess_prints_per_ten_percent(tmp_path, capsys):
     # 4 clips (2 good, 1 faceless, 1 too short): 25 % per clip, each crosses a 10 % threshold
     assert [(m["desc"], m["n"], m["total"]) for m in got] == [("preprocess casme2", str(k), "4")
                                                               for k in range(1, 5)]
+
+
+@pytest.mark.slow
+def test_demo_prints_a_line_per_stage_and_the_stages_lines(tmp_path, capsys):
+    from psyau_graph.cli import main
+
+    rc = main(["demo", "--out", str(tmp_path / "demo"), "--subjects", "4", "--clips-per-subject", "3",
+               "--epochs", "1", "--folds", "2", "--ablations", "VI", "--rounds", "1", "--local-epochs", "1",
+               "--fed-repeats", "1"])
+    assert rc == 0
+    got = _lines(capsys.readouterr().err)
+    stages = [m for m in got if m["desc"] == "demo"]
+    assert [(m["n"], m["total"]) for m in stages] == [(str(k), "4") for k in range(1, 5)]
+    assert stages[-1]["note"] == "federated comparison done"
+    descs = {m["desc"] for m in got}
+    assert {"preprocess synth", "kfold:2", "train"} <= descs
+    assert any(d.startswith("federate ") for d in descs)
