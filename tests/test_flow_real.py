@@ -142,3 +142,28 @@ def test_video_dis_defaults_agree_better_than_the_previous_ones(video):
     r = video["summary"]
     assert r["dis"]["subpixel"]["corr_skimage"] > r["dis/previous"]["subpixel"]["corr_skimage"]
     assert r["dis"]["subpixel"]["fb"] < r["dis/previous"]["subpixel"]["fb"]
+
+
+def test_match_brightness_through_preprocess_and_the_cli_flag(tmp_path, monkeypatch):
+    from psyau_graph.cli import build_parser
+    from psyau_graph.cli import preprocess as cli_pre
+    from psyau_graph.preprocess import batch
+
+    from test_preprocess_batch import make_dataset
+
+    df = make_dataset(tmp_path / "frames", n_good=1)
+    rep = batch.preprocess_dataset(df, tmp_path / "frames", tmp_path / "cache", dataset="casme2", flow="tvl1",
+                                   workers=1, progress=False, flow_params={"match_brightness": True})
+    assert rep["processed"] == 1 and rep["flow_params"] == {"match_brightness": True}
+    base = ["preprocess", "--annotations", "a.csv", "--dataset", "casme2", "--frames", "f", "--out", "o"]
+    assert build_parser(["preprocess"]).parse_args(base + ["--match-brightness"]).match_brightness is True
+    assert build_parser(["preprocess"]).parse_args(base).match_brightness is False
+    seen = {}
+    monkeypatch.setattr(batch, "preprocess_dataset", lambda *a, **kw: seen.update(kw) or
+                        {"processed": 0, "cached": 0, "skipped": [], "timings": {"clips_per_s": None}})
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("psyau_graph.data.annotations"), "read_annotations",
+                        lambda *a, **kw: df)
+    cli_pre.run(build_parser(["preprocess"]).parse_args(base + ["--match-brightness"]))
+    assert seen["flow_params"] == {"match_brightness": True}
