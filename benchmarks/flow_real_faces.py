@@ -292,9 +292,11 @@ def main(argv=None) -> int:
     results = run()
     speed = dis_speed()
     video = run_video()
-    out = {"video": video, "dis_speed_128px_1thread": speed,"what": "optical flow on real face photos with known sub-pixel motion, 128², uint8 + noise + JPEG",
-           "metrics": "epe/mag/fb in px over the interior (8 px border dropped); corr_skimage: Pearson r",
-           "methods": list(METHODS), "results": results}
+    out = {"what": "optical flow on real face photos with known sub-pixel motion (results) and on real "
+                   "face video without ground truth (video), 128², uint8",
+           "metrics": "epe/mag/fb in px over the interior (8 px border dropped); corr_*: Pearson r",
+           "methods": list(METHODS), "results": results, "video": video,
+           "dis_speed_128px_1thread": speed}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
