@@ -58,6 +58,7 @@ def run(args) -> int:
     from ..data.synth import generate_synthetic
     from ..nn import FedPsyAUConfig
     from ..preprocess.batch import preprocess_dataset
+    from ..progress import LineProgress
     from ..train.fit import TrainConfig
     from ..train.protocols import run_protocol
 
@@ -66,10 +67,12 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    stages = LineProgress(4 if args.rounds > 0 else 3, "demo", "stage", every_pct=0)
     print(f"[1/4] synthetic data: {args.subjects} subjects x {args.clips_per_subject} clips")
     sheet = generate_synthetic(out / "synthetic", subjects=args.subjects,
                                clips_per_subject=args.clips_per_subject, seed=args.seed)
     df = read_annotations(sheet, dataset="synth")
+    stages.update(1, "synthetic data written")
     print(f"[2/4] preprocessing {len(df)} clips ({args.flow} flow)")
     cache = out / "cache"
     report = preprocess_dataset(df, Path(sheet).parent, cache, dataset="synth", flow=args.flow, workers=2)
@@ -78,6 +81,7 @@ def run(args) -> int:
         print(f"      {len(skipped)} clips skipped, see {cache / 'report.json'}")
     dataset = MEDataset(cache, label_scheme="synth")
     print(f"      {len(dataset)} samples, classes: {', '.join(dataset.class_names)}")
+    stages.update(1, "preprocessing done")
 
     rows = []
     tcfg = TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=16, seed=args.seed)
@@ -87,6 +91,7 @@ def run(args) -> int:
         res = run_protocol(dataset, f"kfold:{args.folds}", mcfg, tcfg, out / f"ablation_{name}", ablation=name)
         rows.append((f"ablation {name}", res["headline"]["uf1"], res["headline"]["uar"]))
         print(f"      {name}: UF1 {res['headline']['uf1']:.3f}  UAR {res['headline']['uar']:.3f}")
+    stages.update(1, "training done")
 
     if args.rounds > 0:
         from ..federated.compare import compare_strategies
@@ -99,6 +104,7 @@ def run(args) -> int:
                                  model_config=FedPsyAUConfig(num_classes=dataset.num_classes),
                                  lr=1e-3, batch_size=16, seed=args.seed)
         print(fed["table"])
+        stages.update(1, "federated comparison done")
     print("\nresults (pooled predictions of all folds)")
     print(f"{'setting':<16}{'UF1':>8}{'UAR':>8}")
     for name, f1, ar in rows:

@@ -20,6 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "name (default: the data set's known layouts)")
     p.add_argument("--flow", default="tvl1", choices=("tvl1", "dis", "farneback"),
                    help="optical flow method (default: tvl1)")
+    p.add_argument("--match-brightness", action="store_true",
+                   help="give each apex frame the onset's global brightness and contrast before the flow "
+                        "(use where the lighting flickers: TV-L1 then reports flicker as motion)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--apex-window", type=int, default=1,
                    help="± frames averaged around the apex (default: 1)")
@@ -63,7 +66,8 @@ def run(args) -> int:
     report = preprocess_dataset(df, args.frames, args.out, dataset=args.dataset, layout=args.layout,
                                 flow=args.flow, workers=args.workers, apex_window=args.apex_window,
                                 errors=args.on_error, landmarks_backend=args.landmarks,
-                                flow_batch_clips=args.flow_batch_clips, face=face)
+                                flow_batch_clips=args.flow_batch_clips, face=face,
+                                flow_params={"match_brightness": True} if args.match_brightness else None)
     rate = report["timings"]["clips_per_s"]
     print(f"{args.dataset}: {report['processed']} processed, {report['cached']} already cached, "
           f"{len(report['skipped'])} skipped, {len(problems)} annotation row problem(s)"

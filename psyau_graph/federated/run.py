@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
+from ..progress import LineProgress
 from . import core
 from .client import client_data, clone_state, initial_state, local_evaluate, local_train, partition
 from .config import FederatedConfig
@@ -116,6 +117,8 @@ class FederatedRun:
         federated = cfg.strategy != "local"
         bar = tqdm(range(1, cfg.rounds + 1), desc=f"{cfg.strategy} r{repeat}", unit="round",
                    disable=None if self.progress else True, leave=False)
+        lines = LineProgress(cfg.rounds, f"federate {cfg.strategy} split {repeat}", "round", every_pct=0,
+                             enabled=self.progress)
         for rnd in bar:
             t0 = time.perf_counter()
             updates, n_train, status, train_loss = {}, {}, {}, {}
@@ -152,7 +155,9 @@ class FederatedRun:
                                 "train_loss": train_loss.get(i), **ev})
             self.round_times.append(time.perf_counter() - t0)
             last = [r for r in records if r["round"] == rnd and r["repeat"] == repeat]
-            bar.set_postfix(uf1=f"{sum(r['uf1'] for r in last) / len(last):.3f}")
+            mean_uf1 = f"{sum(r['uf1'] for r in last) / len(last):.3f}"
+            bar.set_postfix(uf1=mean_uf1)
+            lines.update(1, f"mean client UF1 {mean_uf1}")
 
     def run(self, out_dir: str | Path | None = None) -> dict:
         """Run all repeats; write ``metrics.json``/``metrics.csv`` (and plots) to ``out_dir``.

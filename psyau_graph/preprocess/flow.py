@@ -25,7 +25,7 @@ import torch
 
 from .tvl1 import tvl1_flow
 
-__all__ = ["METHODS", "compute_flow", "compute_flow_batch", "apex_window_flow", "FlowError"]
+__all__ = ["METHODS", "compute_flow", "compute_flow_batch", "apex_window_flow", "match_brightness", "FlowError"]
 
 METHODS = ("tvl1", "dis", "farneback")
 Array = Union[np.ndarray, torch.Tensor]
@@ -34,8 +34,12 @@ _FLOAT_RANGE = (-0.5, 1.5)
 
 #: OpenCV DIS presets by name.
 _DIS_PRESETS = {"ultrafast": 0, "fast": 1, "medium": 2}
-#: Defaults for DIS at 128² (see docs/optical_flow.md for how they were chosen).
-DIS_DEFAULTS = dict(preset="medium", finest_scale=0, patch_size=8, patch_stride=3,
+#: Defaults for DIS at 128² (docs/optical_flow.md, "DIS on real faces": 16-px patches
+#: lower the noise floor on still faces by about a third against 8-px ones and keep the
+#: peak of a local sub-pixel motion; finest scale 1 would lower it more but halves that
+#: peak; stride 8 (half-overlapping patches) is as accurate as 3 and as fast as patch 8 at
+#: stride 3). These override every setting a preset makes, so ``preset`` changes nothing else.
+DIS_DEFAULTS = dict(preset="medium", finest_scale=0, patch_size=16, patch_stride=8,
                     grad_descent_iterations=25, variational_refinement_iterations=5)
 #: Defaults for Farnebäck at 128².
 FARNEBACK_DEFAULTS = dict(pyr_scale=0.5, levels=3, winsize=11, iterations=5, poly_n=5,
@@ -107,6 +111,44 @@ def _check_output(flow: np.ndarray, method: str) -> np.ndarray:
     return flow
 
 
+def match_brightness(onset: Array, apex: Array) -> tuple[np.ndarray, np.ndarray]:
+    """Give ``apex`` the global mean and standard deviation of ``onset`` (gain and offset).
+
+    TV-L1 and Farnebäck assume constant brightness: a lighting flicker of a few percent
+    between the frames shows up as flow larger than a micro-expression (see
+    docs/optical_flow.md). This removes a global gain/offset change before the flow; it
+    does not remove local lighting changes. DIS normalises each patch's mean itself.
+
+    Args:
+        onset, apex: grey frames, uint8 or float in [0, 1], same shape.
+
+    Returns:
+        ``(onset, apex)`` as float32 in [0, 1] scale; ``apex`` is
+        ``(apex - mean(apex)) * std(onset) / std(apex) + mean(onset)``, clipped to [-0.5, 1.5].
+
+    Shapes:
+        - onset, apex, outputs: :math:`(H, W)` or :math:`(B, H, W)` (per image)
+
+    Raises:
+        ValueError: different shapes, or a constant ``apex`` (no contrast to match).
+    """
+    a, b = _to_numpy(onset, "onset"), _to_numpy(apex, "apex")
+    _check_images(a, "onset", a.ndim if a.ndim in (2, 3) else 2)
+    _check_images(b, "apex", a.ndim if a.ndim in (2, 3) else 2)
+    if a.shape != b.shape:
+        raise ValueError(f"onset and apex must have the same shape, got {a.shape} and {b.shape}")
+    a, b = _as_float(a), _as_float(b)
+    axes = (-2, -1)
+    sa, sb = a.std(axis=axes, keepdims=True), b.std(axis=axes, keepdims=True)
+    if (sb < 1e-6).any():
+        raise ValueError("apex is constant: there is no brightness to match")
+    out = (b - b.mean(axis=axes, keepdims=True)) * (sa / sb) + a.mean(axis=axes, keepdims=True)
+    return a, np.clip(out, _FLOAT_RANGE[0], _FLOAT_RANGE[1]).astype(np.float32)
+
+
+_match = match_brightness  # the name the flow functions' keyword hides
+
+
 # ---------------------------------------------------------------- OpenCV methods
 
 
@@ -161,13 +203,17 @@ def _tvl1_batch(a: np.ndarray, b: np.ndarray, params: dict) -> np.ndarray:
 # ---------------------------------------------------------------- public API
 
 
-def compute_flow(onset: Array, apex: Array, method: str = "tvl1", **params) -> np.ndarray:
+def compute_flow(onset: Array, apex: Array, method: str = "tvl1", *, match_brightness: bool = False,
+                 **params) -> np.ndarray:
     """Optical flow from ``onset`` to ``apex``.
 
     Args:
         onset: reference grey frame, uint8 or float in [0, 1].
         apex: moving grey frame, same shape.
         method: ``"tvl1"`` (default; :func:`tvl1_flow`), ``"dis"`` or ``"farneback"``.
+        match_brightness: first give the apex the onset's global mean and contrast
+            (:func:`match_brightness`); use it where the lighting flickers between frames.
+            (default: ``False``)
         **params: method parameters: :class:`TVL1Params` fields (or ``params=TVL1Params(...)``)
             for TV-L1, keys of ``DIS_DEFAULTS`` / ``FARNEBACK_DEFAULTS`` for the others.
 
@@ -188,6 +234,8 @@ def compute_flow(onset: Array, apex: Array, method: str = "tvl1", **params) -> n
     _check_images(b, "apex", 2)
     if a.shape != b.shape:
         raise ValueError(f"onset and apex must have the same shape, got {a.shape} and {b.shape}")
+    if match_brightness:
+        a, b = _match(a, b)
     if method == "tvl1":
         flow = _tvl1_batch(a[None], b[None], dict(params))[0]
     elif method == "dis":
@@ -197,13 +245,15 @@ def compute_flow(onset: Array, apex: Array, method: str = "tvl1", **params) -> n
     return _check_output(flow, method)
 
 
-def compute_flow_batch(onsets: Array, apexes: Array, method: str = "tvl1", **params) -> np.ndarray:
+def compute_flow_batch(onsets: Array, apexes: Array, method: str = "tvl1", *, match_brightness: bool = False,
+                       **params) -> np.ndarray:
     """Optical flow for a batch of pairs; TV-L1 runs batched in torch, DIS/Farnebäck loop.
 
     Args:
         onsets: reference grey frames, uint8 or float in [0, 1].
         apexes: moving grey frames, same shape.
         method: ``"tvl1"`` (default), ``"dis"`` or ``"farneback"``.
+        match_brightness: as for :func:`compute_flow`, per pair. (default: ``False``)
         **params: as for :func:`compute_flow`.
 
     Returns:
@@ -219,6 +269,8 @@ def compute_flow_batch(onsets: Array, apexes: Array, method: str = "tvl1", **par
     _check_images(b, "apexes", 3)
     if a.shape != b.shape:
         raise ValueError(f"onsets and apexes must have the same shape, got {a.shape} and {b.shape}")
+    if match_brightness:
+        a, b = _match(a, b)
     if method == "tvl1":
         flow = _tvl1_batch(a, b, dict(params))
     else:
@@ -269,7 +321,7 @@ def apex_window_flow(frames: Union[Array, Sequence[Array]], onset_idx: int, apex
         apex_idx: index of the apex frame (> onset_idx).
         window: half-width of the apex window in frames. (default: ``1``)
         method: ``"tvl1"`` (default), ``"dis"`` or ``"farneback"``.
-        **params: as for :func:`compute_flow`.
+        **params: as for :func:`compute_flow` (``match_brightness`` included).
 
     Returns:
         float32 averaged flow (u, v).

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..progress import LineProgress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import au_f1 as _au_f1
 from .metrics import classification_report
@@ -437,6 +438,7 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
     with _deterministic(config.deterministic):
         bar = tqdm(range(start, config.epochs), desc="epochs", disable=None if config.progress else True,
                    initial=start, total=config.epochs)
+        lines = LineProgress(config.epochs, "train", "epoch", every_pct=20, enabled=config.progress, initial=start)
         for epoch in bar:
             te = time.perf_counter()
             beta = None if beta_sched is None else float(beta_sched.value)
@@ -459,6 +461,7 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
             rec["time_s"] = time.perf_counter() - te
             history.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4f}")
+            lines.update(1, f"loss {rec['loss']:.4f}")
             if ckpt_path is not None:
                 save_checkpoint(ckpt_path, model, optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict(),

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..progress import LineProgress
 from .checkpoint import save_checkpoint
 from .fit import TrainConfig, evaluate, fit, make_loader, model_forward, seed_everything
 from .metrics import au_f1, classification_report
@@ -290,6 +291,10 @@ def _fold_metrics(ev: dict) -> dict:
     return {k: ev[k] for k in ("uf1", "uar", "acc", "loss", "au_f1")}
 
 
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
 def _pooled(preds: list[dict], num_classes: int, class_names) -> dict:
     yt = np.concatenate([p["y_true"] for p in preds])
     yp = np.concatenate([p["y_pred"] for p in preds])
@@ -347,6 +352,7 @@ def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig
     all_datasets = _item_attr(dataset, "dataset")
     fold_records, preds, histories = [], [], []
     last_model = last_beta = last_test = None
+    lines = LineProgress(len(folds), f"{protocol}", "fold", every_pct=0, enabled=train_config.progress)
     for k, fold in enumerate(tqdm(folds, desc=f"{protocol} folds", disable=None if train_config.progress else True)):
         fdir = out / "folds" / f"fold_{k + 1:02d}"
         done = fdir / "result.json"
@@ -356,6 +362,7 @@ def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig
             histories.append(rec["history"])
             preds.append({key: (None if rec["pred"][key] is None else np.asarray(rec["pred"][key]))
                           for key in rec["pred"]})
+            lines.update(1, f"{fold['name']} resumed", resumed=True)
             continue
         tr, va, val_subj = fold["train"], None, []
         if train_config.select == "val":
@@ -382,6 +389,7 @@ def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig
         histories.append(to_jsonable(res.history))
         preds.append(pred)
         last_model, last_beta, last_test = model, res.beta, test_set
+        lines.update(1, f"{fold['name']}: test UF1 {_fmt(summary.get('uf1'))} UAR {_fmt(summary.get('uar'))}")
     pooled = _pooled(preds, num_classes, class_names)
     fold_uf1 = np.array([np.nan if f["uf1"] is None else f["uf1"] for f in fold_records], dtype=float)
     fold_uar = np.array([np.nan if f["uar"] is None else f["uar"] for f in fold_records], dtype=float)
