@@ -103,7 +103,9 @@ def test_import_flow_then_train_loso(flow_set, tmp_path, capsys):
     assert "8 clips written (casme2 4, samm 2, smic 2)" in out
     assert "1 rows without a flow image" in out and "1 clips with fallback (mean) keypoints" in out
     assert "1 flow images no row took" in out and "2 rows not found in the AU sheets" in out
+    assert "WARNING" not in out
     rep = json.loads((cache / "report.json").read_text())
+    assert rep["warnings"] == [] and int(np.argmin(rep["channel_medians"])) == 2
     assert [r["clip"] for r in rep["no_flow_image"]] == ["EP09_9"]
     assert [r["clip"] for r in rep["fallback_keypoints"]] == ["EP03_1"]
     assert rep["unclaimed_flow_images"] == ["sub09_EP01_1.png"]
@@ -154,3 +156,12 @@ def test_import_flow_bad_input_is_one_line(flow_set, tmp_path, capsys):
     rc = main(["import-flow", "--flow-images", str(tmp_path / "nope"), "--labels", str(flow_set / "megc.csv"),
                "--out", str(tmp_path / "c")])
     assert rc == 2 and "image folder not found" in capsys.readouterr().err
+
+
+def test_import_flow_warns_on_a_wrong_channel_order(flow_set, tmp_path):
+    from psyau_graph.preprocess.flow_images import import_flow_images, summary_line
+
+    rep = import_flow_images(flow_set / "megc.csv", flow_set / "flow", tmp_path / "c",
+                             crop_dir=flow_set / "crops", channels="rgb")
+    assert len(rep["warnings"]) == 1 and "check the channel order" in rep["warnings"][0]
+    assert "WARNING" in summary_line(rep)

@@ -299,10 +299,12 @@ def import_flow_images(labels, flow_dir, out_dir, *, crop_dir=None, au_sheets: d
     mean_kp = np.mean(good, axis=0).astype(np.float32)
     fallback = []
     written: dict[str, int] = {}
+    medians = []
     for m, kp, h in zip(matches, kps, how):
         r = m["row"]
         notes = []
         flow28, n2 = read_flow_image(m["flow"], channels)
+        medians.append(np.median(flow28.reshape(3, -1), axis=1))
         notes += n2
         if kp is None:
             kp = mean_kp
@@ -324,8 +326,17 @@ def import_flow_images(labels, flow_dir, out_dir, *, crop_dir=None, au_sheets: d
                 "flow_channels": channels, "row": int(r["row"]), "notes": notes}
         save_clip(clip_cache_path(out_dir, r["dataset"], r["subject"], r["clip"]), feats, meta)
         written[r["dataset"]] = written.get(r["dataset"], 0) + 1
+    channel_medians = np.mean(medians, axis=0)
+    warnings = []
+    if int(np.argmin(channel_medians)) != 2:
+        # strain is >= 0 and small on most of the face, so after min-max it is the darkest plane;
+        # u and v sit around their (mid-grey) zero. Another darkest plane means another order.
+        warnings.append(f"the third plane (strain under --channels {channels}) is not the darkest: median "
+                        f"per plane {np.round(channel_medians, 3).tolist()}; check the channel order")
+        log.warning(warnings[-1])
     report = {
-        "source": "flow images", "flow_method": FLOW_METHOD, "labels": str(df.attrs.get("source", "")),
+        "source": "flow images", "warnings": warnings,
+        "channel_medians": [float(v) for v in channel_medians], "flow_method": FLOW_METHOD, "labels": str(df.attrs.get("source", "")),
         "flow_dir": str(flow_dir), "crop_dir": None if crop_dir is None else str(crop_dir),
         "channels": channels, "list_rows": int(len(df)), "list_problems": list(df.attrs.get("report", [])),
         "processed": sum(written.values()), "per_dataset": written,
@@ -350,7 +361,7 @@ def _na(v) -> bool:
 def summary_line(report: dict) -> str:
     """One line of what an import did (counts of every kind of mismatch)."""
     per = ", ".join(f"{k} {v}" for k, v in sorted(report["per_dataset"].items()))
-    parts = [f"{report['processed']} clips written ({per})"]
+    parts = [f"{report['processed']} clips written ({per})"] + [f"WARNING {w}" for w in report.get("warnings", [])]
     for key, text in (("list_problems", "list rows left out"), ("no_flow_image", "rows without a flow image"),
                       ("no_apex_crop", "rows without an apex crop"),
                       ("fallback_keypoints", "clips with fallback (mean) keypoints"),
