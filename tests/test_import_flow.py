@@ -165,3 +165,29 @@ def test_import_flow_warns_on_a_wrong_channel_order(flow_set, tmp_path):
                              crop_dir=flow_set / "crops", channels="rgb")
     assert len(rep["warnings"]) == 1 and "check the channel order" in rep["warnings"][0]
     assert "WARNING" in summary_line(rep)
+
+
+def test_ststnet_loso_folder_layout(tmp_path):
+    """STSTNet's release repeats each image in every other fold's u_train: only u_test counts."""
+    from psyau_graph.data.megc import read_megc_list
+    from psyau_graph.preprocess.flow_images import index_folder, match_files
+
+    clips = [("sub01", "EP01_1", 0), ("sub02", "EP02_1", 1), ("006", "006_1_2", 2)]
+    root = tmp_path / "norm_u_v_os"
+    img = np.zeros((28, 28, 3), np.uint8)
+    for fold, _, _ in clips:
+        for sub, clip, label in clips:
+            part = "u_test" if sub == fold else "u_train"
+            folder_label = 0 if clip == "006_1_2" and part == "u_test" else label  # one wrong folder
+            d = root / fold / part / str(folder_label)
+            d.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(d / f"{sub}_{clip}.png"), img)  # SAMM: 006_006_1_2, as in the release
+    (tmp_path / "l.csv").write_text("".join(f"{'samm' if s == '006' else 'casme2'},{s},{c},{lab}\n"
+                                            for s, c, lab in clips))
+    idx = index_folder(root)
+    assert idx.loso_layout and len(idx.files) == 3
+    matches, rep = match_files(read_megc_list(tmp_path / "l.csv"), idx, None)
+    assert [m["flow"].parent.parent.name for m in matches] == ["u_test"] * 3
+    assert rep["no_flow_image"] == [] and rep["unclaimed_flow_images"] == []
+    assert [(d["clip"], d["list_label"], d["folder_label"]) for d in rep["label_disagreements"]] == [("006_1_2", 2, 0)]
+    assert len(rep["no_apex_crop"]) == 3

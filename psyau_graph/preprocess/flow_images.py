@@ -70,6 +70,7 @@ class FolderIndex:
     exact: dict[str, list[Path]]
     loose: dict[str, list[Path]]
     files: list[Path]
+    loso_layout: bool = False
 
 
 def index_folder(folder) -> FolderIndex:
@@ -80,12 +81,17 @@ def index_folder(folder) -> FolderIndex:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower().strip() in IMAGE_EXTS)
     if not files:
         raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTS)})")
+    loso = [p for p in files if "u_test" in p.relative_to(folder).parts[:-1]]
+    if loso:
+        # STSTNet's release is arranged per LOSO fold (<subject>/u_train|u_test/<label>/<image>):
+        # every clip is in exactly one fold's u_test, the u_train copies repeat it
+        files = loso
     exact: dict[str, list[Path]] = {}
     loose: dict[str, list[Path]] = {}
     for p in files:
         exact.setdefault(p.stem.strip(), []).append(p)
         loose.setdefault(name_key(p.name), []).append(p)
-    return FolderIndex(folder, exact, loose, files)
+    return FolderIndex(folder, exact, loose, files, bool(loso))
 
 
 def _candidates(row) -> list[str]:
@@ -119,11 +125,13 @@ def match_files(df, flow_index: FolderIndex, crop_index: FolderIndex | None) -> 
     Returns:
         ``(matches, report)``: matches = one dict per row (``row`` (the record), ``flow``,
         ``crop`` (Path or None), ``how``); report = ``no_flow_image``, ``no_apex_crop``,
-        ``loose_matches`` (rows matched only after normalisation) and ``unclaimed_flow_images``
+        ``loose_matches`` (rows matched only after normalisation), ``label_disagreements``
+        (STSTNet LOSO layout: list label ≠ the image's label folder) and ``unclaimed_flow_images``
         / ``unclaimed_apex_crops`` (files no row took).
     """
     matches, rep = [], {"no_flow_image": [], "no_apex_crop": [], "loose_matches": [],
-                        "unclaimed_flow_images": [], "unclaimed_apex_crops": []}
+                        "unclaimed_flow_images": [], "unclaimed_apex_crops": [],
+                        "label_disagreements": []}
     used_f, used_c = set(), set()
     for rec in df.to_dict("records"):
         ident = {"dataset": rec["dataset"], "subject": rec["subject"], "clip": rec["clip"], "row": rec.get("row")}
@@ -136,6 +144,9 @@ def match_files(df, flow_index: FolderIndex, crop_index: FolderIndex | None) -> 
             rep["no_apex_crop"].append({**ident, "reason": how_c})
         if "loose" in (how_f, how_c):
             rep["loose_matches"].append({**ident, "flow_image": f.name, "apex_crop": c.name if c else None})
+        if flow_index.loso_layout and f.parent.name.isdigit() and int(f.parent.name) != int(rec["label"]):
+            rep["label_disagreements"].append({**ident, "flow_image": str(f.relative_to(flow_index.folder)),
+                                               "list_label": int(rec["label"]), "folder_label": int(f.parent.name)})
         used_f.add(f)
         if c is not None:
             used_c.add(c)
@@ -338,7 +349,8 @@ def import_flow_images(labels, flow_dir, out_dir, *, crop_dir=None, au_sheets: d
         "source": "flow images", "warnings": warnings,
         "channel_medians": [float(v) for v in channel_medians], "flow_method": FLOW_METHOD, "labels": str(df.attrs.get("source", "")),
         "flow_dir": str(flow_dir), "crop_dir": None if crop_dir is None else str(crop_dir),
-        "channels": channels, "list_rows": int(len(df)), "list_problems": list(df.attrs.get("report", [])),
+        "channels": channels, "flow_layout": "STSTNet LOSO folders (u_test copies)" if flow_index.loso_layout
+        else "flat", "list_rows": int(len(df)), "list_problems": list(df.attrs.get("report", [])),
         "processed": sum(written.values()), "per_dataset": written,
         "fallback_keypoints": fallback, "au_sheets": {k: str(v) for k, v in (au_sheets or {}).items()},
         "au_joined": len(aus), "au_missing": aus_missing, **rep,
@@ -368,6 +380,7 @@ def summary_line(report: dict) -> str:
                       ("loose_matches", "files matched after name normalisation"),
                       ("unclaimed_flow_images", "flow images no row took"),
                       ("unclaimed_apex_crops", "apex crops no row took"),
+                      ("label_disagreements", "list labels that disagree with the image's label folder"),
                       ("au_missing", "rows not found in the AU sheets")):
         if report.get(key):
             parts.append(f"{len(report[key])} {text}")
