@@ -145,6 +145,22 @@ def test_import_flow_then_train_loso(flow_set, tmp_path, capsys):
     assert sorted(f["name"] for f in res["folds"]) == ["casme2/sub01", "casme2/sub02", "samm/006", "smic/s1"]
     assert {d: m["n"] for d, m in res["per_dataset"].items()} == {"casme2": 4, "samm": 2, "smic": 2}
 
+    # --megc-list restricts a cache to the clips a composite list names, reporting what differs
+    sub = tmp_path / "sub.csv"
+    sub.write_text("casme2,1,EP01_1,1\nsamm,6,006_1_1,1\nsamm,006,006_1_2,2\n\nsmic,s01,s1_ne_01,0\ncasme2,5,EP99,0\n")
+    capsys.readouterr()
+    rc = main(["train", "--data", str(cache), "--protocol", "megc", "--classes", "megc3", "--epochs", "1",
+               "--batch-size", "4", "--out", str(tmp_path / "sub"), "--threads", "1", "--no-final-model",
+               "--megc-list", str(sub)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "4 of 5 listed clips in the cache; 1 not in the cache; 1 with another class" in out
+    assert "not in the cache: casme2/sub05/EP99 (list row 6)" in out
+    assert "class differs: casme2/sub01/EP01_1: cache negative, list positive" in out
+    res = json.loads((tmp_path / "sub" / "results.json").read_text())
+    assert res["n_samples"] == 4 and sorted(f["name"] for f in res["folds"]) == ["casme2/sub01", "samm/006", "smic/s1"]
+    assert res["extra"]["composite"]["selected"] == 4
+
 
 def test_import_flow_bad_input_is_one_line(flow_set, tmp_path, capsys):
     bad = tmp_path / "bad.csv"

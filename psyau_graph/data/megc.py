@@ -33,7 +33,7 @@ import pandas as pd
 
 from .annotations import STANDARD_COLUMNS, AnnotationError
 
-__all__ = ["MEGC_CLASSES", "SOURCE_DATASETS", "read_megc_list", "source_dataset"]
+__all__ = ["MEGC_CLASSES", "SOURCE_DATASETS", "read_megc_list", "select_composite", "source_dataset"]
 
 #: label code → class name (the MEGC 2019 order)
 MEGC_CLASSES = ("negative", "positive", "surprise")
@@ -194,3 +194,42 @@ def read_megc_list(path, *, errors: str = "raise") -> pd.DataFrame:
     df.attrs["source"] = str(path)
     df.attrs["layout"] = layout
     return df
+
+
+def _loose(name) -> str:
+    s = re.sub(r"\s+", "", str(name).strip().lower())
+    return re.sub(r"\d+", lambda m: str(int(m.group(0))), s)
+
+
+def select_composite(items, composite: pd.DataFrame) -> tuple[list[int], dict]:
+    """Positions of the clips a composite list names, e.g. to restrict a raw-frame cache to
+    the 442 MEGC 2019 clips.
+
+    Args:
+        items: one ``(dataset, subject, clip, class_name)`` per cached clip.
+        composite: table from :func:`read_megc_list`.
+
+    Matching is on the source data set, the subject and the clip name compared loosely
+    (case, spaces and leading zeros of digit runs ignored).
+
+    Returns:
+        ``(positions, report)``: positions in ``items`` order; report = ``listed``,
+        ``selected``, ``not_in_cache`` (list rows with no cached clip) and
+        ``label_disagreements`` (cached class ≠ the list's class).
+    """
+    want = {(r["dataset"], _loose(r["subject"]), _loose(r["clip"])): r for r in composite.to_dict("records")}
+    found, pos, disagree = set(), [], []
+    for i, (ds, subject, clip, cls) in enumerate(items):
+        key = (str(ds), _loose(subject), _loose(clip))
+        r = want.get(key)
+        if r is None:
+            continue
+        pos.append(i)
+        found.add(key)
+        if cls != r["emotion"]:
+            disagree.append({"dataset": ds, "subject": subject, "clip": clip, "cache": cls, "list": r["emotion"],
+                             "row": int(r["row"])})
+    missing = [{"dataset": r["dataset"], "subject": r["subject"], "clip": r["clip"], "row": int(r["row"])}
+               for k, r in want.items() if k not in found]
+    return pos, {"listed": len(want), "selected": len(pos), "not_in_cache": missing,
+                 "label_disagreements": disagree}
