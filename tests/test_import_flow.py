@@ -207,3 +207,25 @@ def test_ststnet_loso_folder_layout(tmp_path):
     assert rep["no_flow_image"] == [] and rep["unclaimed_flow_images"] == []
     assert [(d["clip"], d["list_label"], d["folder_label"]) for d in rep["label_disagreements"]] == [("006_1_2", 2, 0)]
     assert len(rep["no_apex_crop"]) == 3
+
+
+def test_crop_landmarks_retries_on_a_padded_crop(flow_set, monkeypatch):
+    """A face the detector misses on the bare crop is looked for on the padded crop; the
+    landmarks come back in the crop's own frame (scaled to 128)."""
+    from psyau_graph.preprocess import landmarks as lmk
+    from psyau_graph.preprocess.flow_images import crop_landmarks
+
+    crop = flow_set / "crops" / "sub01_EP01_1.jpg"
+    direct, how = crop_landmarks(crop)
+    assert how == "crop"
+    real = lmk.detect_landmarks
+
+    def miss_unpadded(image, **kw):
+        if image.shape[:2] == (224, 224):
+            raise lmk.NoFaceError("missed")
+        return real(image, **kw)
+
+    monkeypatch.setattr(lmk, "detect_landmarks", miss_unpadded)
+    padded, how = crop_landmarks(crop)
+    assert how == "padded crop"
+    assert np.abs(padded - direct).mean() < 2.0
