@@ -169,8 +169,8 @@ def test_import_flow_bad_input_is_one_line(flow_set, tmp_path, capsys):
                "--labels", str(bad), "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert rc == 2 and "bad.csv, row 1: label '7'" in err
-    rc = main(["import-flow", "--flow-images", str(tmp_path / "nope"), "--labels", str(flow_set / "megc.csv"),
-               "--out", str(tmp_path / "c")])
+    rc = main(["import-flow", "--flow-images", str(tmp_path / "nope"), "--apex-crops", str(flow_set / "crops"),
+               "--labels", str(flow_set / "megc.csv"), "--out", str(tmp_path / "c")])
     assert rc == 2 and "image folder not found" in capsys.readouterr().err
 
 

@@ -12,9 +12,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "cache (<out>/clips/<dataset>/<subject>/<clip>.pt) plus <out>/report.json. "
                     "See docs/flow_images.md.")
     p.add_argument("--flow-images", required=True, help="folder of the flow images (e.g. 28x28 PNG)")
-    p.add_argument("--apex-crops", default=None,
-                   help="folder of the apex face crops (e.g. 224x224 JPEG); without it every clip gets "
-                        "the fallback keypoints and the command fails (no face to average)")
+    p.add_argument("--apex-crops", required=True,
+                   help="folder of the apex face crops (e.g. 224x224 JPEG); landmarks are found on them")
     p.add_argument("--labels", required=True, help="composite label list (CSV, either layout)")
     p.add_argument("--out", required=True, help="cache folder")
     p.add_argument("--casme2-sheet", default=None, help="CASME II annotation sheet, for AU labels")

@@ -260,8 +260,8 @@ def import_flow_images(labels, flow_dir, out_dir, *, crop_dir=None, au_sheets: d
         labels: composite list path (or a table from ``read_megc_list``).
         flow_dir: folder of the flow images.
         out_dir: cache folder (clip files + ``report.json``).
-        crop_dir: folder of the apex crops (default None: every clip uses the fallback
-            keypoints, reported).
+        crop_dir: folder of the apex crops. Needed in practice: without it no clip has
+            landmarks, so there is nothing to fall back on and a ValueError is raised.
         au_sheets: source data set → annotation sheet, for AU labels (default: none, AU sets empty).
         channels: flow image channel order, see :data:`CHANNEL_ORDERS`.
         landmarks_backend: "dlib" (default) or "face_alignment".
