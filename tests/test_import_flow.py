@@ -229,3 +229,15 @@ def test_crop_landmarks_retries_on_a_padded_crop(flow_set, monkeypatch):
     padded, how = crop_landmarks(crop)
     assert how == "padded crop"
     assert np.abs(padded - direct).mean() < 2.0
+
+
+def test_no_face_on_any_crop_stops_with_one_line(flow_set, tmp_path, capsys):
+    crops = tmp_path / "grey"
+    crops.mkdir()
+    for f in (flow_set / "crops").iterdir():
+        cv2.imwrite(str(crops / f.name), np.full((224, 224, 3), 128, np.uint8))
+    rc = main(["import-flow", "--flow-images", str(flow_set / "flow"), "--apex-crops", str(crops),
+               "--labels", str(flow_set / "megc.csv"), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no face was found on any apex crop" in err
+    assert not (tmp_path / "c" / "clips").exists()
