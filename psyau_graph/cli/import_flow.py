@@ -20,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--samm-sheet", default=None, help="SAMM annotation sheet, for AU labels")
     p.add_argument("--channels", default="opencv", choices=("opencv", "rgb"),
                    help="flow image channel order: opencv = u, v, strain as cv2.imread returns the planes "
-                        "(B, G, R; default, as the STSTNet/HTNet code reads them), rgb = R, G, B")
+                        "(B, G, R; default, as the STSTNet Python code reads them), rgb = R, G, B")
     p.add_argument("--landmarks", default="dlib", choices=("dlib", "face_alignment"),
                    help="landmark backend (default: dlib)")
     p.add_argument("--bad-rows", default="raise", choices=("raise", "report"),

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 #: channel order of the flow image: "opencv" = as ``cv2.imread`` returns them (B, G, R
-#: planes = u, v, strain; how the STSTNet/HTNet code reads them), "rgb" = R, G, B = u, v, strain
+#: planes = u, v, strain; how the STSTNet Python code reads them), "rgb" = R, G, B = u, v, strain
 CHANNEL_ORDERS = ("opencv", "rgb")
 #: side of the crop frame the keypoints and the resized map live in (as the raw-frame path)
 ROI_FRAME = 128
