@@ -24,6 +24,7 @@ COMMANDS = {
     "priors": "priors",
     "synth": "synth",
     "preprocess": "preprocess",
+    "import-flow": "import_flow",
     "train": "train",
     "evaluate": "evaluate",
     "predict": "predict",

@@ -14,6 +14,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="loso | kfold:K | split:0.7x10 | megc | lodo (default: loso)")
     p.add_argument("--classes", default=None, help="label scheme, e.g. megc3, casme3_3, dfme7, synth "
                                                    "(default: the dataset's own labels)")
+    p.add_argument("--megc-list", default=None,
+                   help="MEGC 2019 composite label list (CSV): train and test only on the clips it names "
+                        "(e.g. the 442 composite clips of a CASME II + SAMM + SMIC cache); see docs/flow_images.md")
     p.add_argument("--ablation", default="VI", help="ablation setting I..XII (default: VI, the full model)")
     p.add_argument("--epochs", type=int, default=50, help="training epochs per fold (default: 50)")
     p.add_argument("--out", required=True, help="output folder")
@@ -60,6 +63,9 @@ def run(args) -> int:
     dataset = MEDataset(args.data, label_scheme=args.classes)
     if len(dataset) == 0:
         raise SystemExit(f"psyau train: no clips found in {args.data}")
+    composite = None
+    if args.megc_list:
+        dataset, composite = _restrict_to_composite(dataset, args.megc_list)
     tc = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
                      warmup_epochs=args.warmup_epochs, beta_schedule=args.beta_schedule, beta0=args.beta0,
                      seed=args.seed, grad_clip=args.grad_clip, num_workers=args.workers, select=args.select,
@@ -67,12 +73,34 @@ def run(args) -> int:
     res = run_protocol(dataset, args.protocol, None, tc, args.out, ablation=args.ablation,
                        final_model=not args.no_final_model, resume=args.resume,
                        checkpoint_extra={"flow_method": _cache_flow_method(args.data)},
-                       extra={"data": str(args.data), "classes": args.classes, "threads": args.threads})
+                       extra={"data": str(args.data), "classes": args.classes, "threads": args.threads,
+                              **({"megc_list": str(args.megc_list), "composite": composite} if composite else {})})
     print(format_summary(res))
     print(f"results: {Path(args.out) / 'results.json'}")
     if "final_model" in res:
         print(f"model:   {Path(args.out) / res['final_model']['path']}")
     return 0
+
+
+def _restrict_to_composite(dataset, path):
+    """The items of ``dataset`` a MEGC composite list names, and what did not match (printed)."""
+    import torch
+
+    from psyau_graph.data.megc import read_megc_list, select_composite
+
+    names = dataset.class_names
+    items = [(d.dataset, d.subject, d.clip, names[int(d.y)]) for d in dataset]
+    pos, rep = select_composite(items, read_megc_list(path))
+    if not pos:
+        raise ValueError(f"--megc-list {path}: none of its {rep['listed']} clips is in the cache")
+    print(f"composite list: {rep['selected']} of {rep['listed']} listed clips in the cache; "
+          f"{len(rep['not_in_cache'])} not in the cache; {len(rep['label_disagreements'])} with another class "
+          "in the cache than in the list (the cache's class is used)")
+    for m in rep["not_in_cache"][:10]:
+        print(f"  not in the cache: {m['dataset']}/{m['subject']}/{m['clip']} (list row {m['row']})")
+    for m in rep["label_disagreements"][:10]:
+        print(f"  class differs: {m['dataset']}/{m['subject']}/{m['clip']}: cache {m['cache']}, list {m['list']}")
+    return dataset.index_select(torch.as_tensor(pos)), rep
 
 
 def _cache_flow_method(cache) -> str | None:

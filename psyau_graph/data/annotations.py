@@ -209,6 +209,9 @@ def read_annotations(path, dataset: str, *, errors: str = "raise", sheet=None) -
         DataFrame with :data:`STANDARD_COLUMNS` plus flags (module docstring);
         ``df.attrs["report"]`` lists skipped rows and kept-but-odd rows.
     """
+    if dataset == "megc2019":  # the composite clip list, not a data set's own sheet: see data/megc.py
+        from .megc import read_megc_list
+        return read_megc_list(path, errors=errors)
     if dataset not in FORMATS:
         raise ValueError(f"dataset={dataset!r}: expected one of {DATASETS}")
     if errors not in ("raise", "report"):
