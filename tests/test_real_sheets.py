@@ -191,3 +191,17 @@ def test_cli_preprocess_prints_summary_and_writes_report(tmp_path, capsys):
     rc = main(["preprocess", "--annotations", str(tmp_path / "c.xlsx"), "--dataset", "casme2",
                "--frames", str(tmp_path / "frames"), "--out", str(tmp_path / "out2"), "--columns", "subject=?"])
     assert rc == 2
+
+
+def test_apex_window_scaled_by_frame_rate(tmp_path):
+    from psyau_graph.preprocess.batch import _job
+    from psyau_graph.preprocess.pipeline import apex_window_frames
+
+    assert [apex_window_frames(1, f) for f in (None, 100, 200, 300, 500)] == [1, 1, 1, 2, 3]
+    assert apex_window_frames(0, 500) == 0 and apex_window_frames(2, 500) == 5
+    with pytest.raises(ValueError, match="fps"):
+        apex_window_frames(1, 0)
+    row = {"subject": "3", "clip": "testB_0001", "onset": 2, "apex": 15, "offset": pd.NA,
+           "aus": frozenset({4}), "emotion": "anger", "row": 2, "subset": "DFME_testB", "fps": 500}
+    assert _job(row, "dfme", tmp_path)["row"]["fps"] == 500
+    assert "fps" not in _job(dict(row, fps=pd.NA), "dfme", tmp_path)["row"]

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="optical flow method (default: tvl1)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--apex-window", type=int, default=1,
-                   help="± frames averaged around the apex (default: 1)")
+                   help="± frames averaged around the apex at 200 fps (default: 1); a clip whose "
+                        "sheet gives its frame rate (DFME Fps) gets the same time span in its frames")
     p.add_argument("--landmarks", default="dlib", choices=("dlib", "face_alignment"),
                    help="landmark backend (default: dlib)")
     p.add_argument("--on-error", default="skip", choices=("skip", "raise"),

@@ -128,7 +128,7 @@ def _job(row, dataset: str, cache_dir: Path) -> dict:
     meta = {"dataset": dataset, "subject": subject, "clip": clip, "onset": int(get("onset")),
             "apex": int(get("apex")), "offset": None if offset is None else int(offset),
             "aus": aus, "emotion": None if _jsonable(emotion) is None else str(emotion)}
-    extra = {k: _jsonable(get(k, None)) for k in ("row", "subset") if get(k, None) is not None}
+    extra = {k: _jsonable(get(k, None)) for k in ("row", "subset", "fps") if _jsonable(get(k, None)) is not None}
     return {"meta": meta, "row": {**meta, **extra}, "path": str(clip_cache_path(cache_dir, dataset, subject, clip))}
 
 
@@ -156,7 +156,8 @@ def _run_job(job: dict) -> dict:
         frames = find_clip_frames(o["frames_root"], job["row"], o["layout"], dataset=o["dataset"])
         name = f"{meta['dataset']}/{meta['subject']}/{meta['clip']}"
         feats = preprocess_clip(frames, meta["onset"], meta["apex"], flow=o["flow"],
-                                apex_window=o["apex_window"], landmarks_backend=o["landmarks_backend"],
+                                apex_window=o["apex_window"], fps=job["row"].get("fps"),
+                                landmarks_backend=o["landmarks_backend"],
                                 name=name, flow_params=o.get("flow_params"))
         full = dict(meta, flow_method=o["flow"], apex_used=feats.apex, onset_used=feats.onset,
                     apex_numbers=feats.apex_numbers, face_box=list(feats.face_box), notes=feats.notes,
@@ -185,6 +186,7 @@ def _prepare_job(job: dict) -> dict:
         frames = find_clip_frames(o["frames_root"], job["row"], o["layout"], dataset=o["dataset"])
         name = f"{meta['dataset']}/{meta['subject']}/{meta['clip']}"
         prep = prepare_clip(frames, meta["onset"], meta["apex"], apex_window=o["apex_window"],
+                            fps=job["row"].get("fps"),
                             landmarks_backend=o["landmarks_backend"], name=name)
         return {"status": "prepared", "job": job, "prep": prep, "seconds": time.perf_counter() - t0}
     except Exception as exc:  # recorded in the report; re-raised unless errors="skip"
