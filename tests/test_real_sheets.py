@@ -103,9 +103,9 @@ def test_samm_release_with_many_title_rows_and_question_marks(tmp_path):
     df = read_annotations(tmp_path / "SAMM_Micro_FACS_Codes_v2.xlsx", "samm")
     assert df["subject"].tolist() == ["006", "007", "011", "014"]
     assert df["row"].tolist() == [16, 17, 18, 19]
-    assert df["aus"].tolist() == [{4, 7}, set(), {12}, {12}]
+    assert df["aus"].tolist() == [{4, 7}, set(), {12, 61}, {12}]
     assert df["aus_uncoded"].tolist() == [False, True, False, True]
-    assert df["descriptors"].iloc[2] == ("61",)
+    assert df["descriptors"].tolist() == [(), (), (), ()]
     assert df["objective_class"].tolist() == ["II", "VII", "I", "I"]
     assert "2 rows: AU cell '?' (kept, no AUs): rows 17, 19" in report_summary(df)
 
@@ -205,3 +205,19 @@ def test_apex_window_scaled_by_frame_rate(tmp_path):
            "aus": frozenset({4}), "emotion": "anger", "row": 2, "subset": "DFME_testB", "fps": 500}
     assert _job(row, "dfme", tmp_path)["row"]["fps"] == 500
     assert "fps" not in _job(dict(row, fps=pd.NA), "dfme", tmp_path)["row"]
+
+
+@pytest.mark.parametrize("code, aus, descriptors, uncoded", [
+    ("?", set(), (), True), ("R12+?", {12}, (), True), ("AD31", set(), ("AD31",), False),
+    ("4+AD38", {4}, ("AD38",), False), ("ad38+AD39", set(), ("AD38", "AD39"), False),
+    ("L10+M55+4", {4, 10}, ("M55",), False)])
+def test_parse_facs_descriptors_and_question_mark(code, aus, descriptors, uncoded):
+    import pickle
+
+    from psyau_graph.au import parse_facs
+
+    got = parse_facs(code)
+    assert (set(got), got.descriptors, got.uncoded) == (aus, descriptors, uncoded)
+    back = pickle.loads(pickle.dumps(got))
+    assert (back.descriptors, back.uncoded) == (descriptors, uncoded)
+    assert not parse_facs("4+AD38x", errors="report").ok

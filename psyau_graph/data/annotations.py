@@ -15,7 +15,8 @@ onset       onset frame number (int)
 apex        apex frame number (int)
 offset      offset frame number (nullable ``Int64``; ``<NA>`` when the sheet has none,
             records ``0``/``/``/``-``, or gives an offset before the apex)
-aus         ``frozenset[int]`` of the AU numbers (1–49) in the FACS code
+aus         ``frozenset[int]`` of every AU number in the FACS code (also numbered
+            head/eye codes such as 56, 61, and AUs outside the 12 graph nodes)
 emotion     emotion label as given in the sheet (stripped), e.g. ``"happiness"``
 row         1-based row of the sheet (spreadsheet numbering, header included)
 =========== ============================================================================
@@ -23,7 +24,7 @@ row         1-based row of the sheet (spreadsheet numbering, header included)
 plus the flags ``onset_eq_apex``, ``apex_eq_offset``, ``aus_uncoded`` (AU cell ``?``),
 ``offset_missing`` (offset set to NA), ``apex_estimated`` (opt-in estimate), the
 column ``descriptors`` (tuple of FACS action descriptors / miscellaneous codes:
-``AD38``, ``M55``, head/eye/behaviour codes 50–99 such as ``61``), ``sample``
+``AD38``, ``M55``), ``sample``
 (``clip`` made unique within the subject: CAS(ME)^3 codes several intervals of one
 long video ``a``; repeated clips become ``"a_<onset>"``), ``sheet``, ``file`` and,
 where the sheet has them, ``objective_class``, ``subset``, ``fps`` and ``emotion_id``
@@ -52,10 +53,6 @@ DATASETS = ("casme2", "samm", "casme3", "dfme", "smic", "synth")
 STANDARD_COLUMNS = ["dataset", "subject", "clip", "onset", "apex", "offset", "aus", "emotion", "row"]
 FLAG_COLUMNS = ["onset_eq_apex", "apex_eq_offset", "aus_uncoded", "offset_missing", "apex_estimated"]
 EXTRA_COLUMNS = ("objective_class", "subset", "fps", "emotion_id")
-
-#: AU numbers from this value up are FACS head/eye/visibility/behaviour codes, kept in
-#: ``descriptors`` rather than ``aus``.
-FIRST_MISC_CODE = 50
 
 #: one summary text per report kind (the action is part of it).
 REPORT_KINDS: dict[str, str] = {
@@ -679,7 +676,10 @@ def _emotion(cell, clip: str, fmt: SheetFormat, notes) -> str:
 
 
 def _parse_aus(cell, has_column: bool, fmt: SheetFormat, notes) -> tuple[frozenset, tuple, bool]:
-    """(AUs 1–49, descriptors, uncoded) of an AU cell; see :func:`psyau_graph.au.parse_facs`."""
+    """(AUs, descriptors, uncoded) of an AU cell; see :func:`psyau_graph.au.parse_facs`.
+
+    A cell with unreadable parts and no readable AU (``xyz``, ``??``) leaves the row out.
+    """
     if _blank(cell):
         if fmt.aus_required or has_column:
             notes.append(("aus_missing", "AU cell blank: no AUs"))
@@ -687,12 +687,12 @@ def _parse_aus(cell, has_column: bool, fmt: SheetFormat, notes) -> tuple[frozens
     code = _cell_str(cell)
     codes = parse_facs(code, errors="report")
     if not codes.ok:
-        if not codes and not codes.descriptors and not codes.uncoded:
+        if not codes:
             raise _RowError("bad_value", f"unparseable action units {code!r} ({'; '.join(codes.problems)})")
         notes.append(("aus_partial", f"action units {code!r} partly unreadable, kept {sorted(codes)} "
                                      f"({'; '.join(codes.problems)})"))
-    aus = frozenset(a for a in codes if a < FIRST_MISC_CODE)
-    descriptors = tuple(codes.descriptors) + tuple(str(a) for a in sorted(codes) if a >= FIRST_MISC_CODE)
+    aus = frozenset(int(a) for a in codes)
+    descriptors = tuple(codes.descriptors)
     if codes.uncoded:
         notes.append(("aus_uncoded", f"AU cell {code!r}: uncoded movement, kept {sorted(aus)}"))
     if descriptors:
