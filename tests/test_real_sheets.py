@@ -221,3 +221,26 @@ def test_parse_facs_descriptors_and_question_mark(code, aus, descriptors, uncode
     back = pickle.loads(pickle.dumps(got))
     assert (back.descriptors, back.uncoded) == (descriptors, uncoded)
     assert not parse_facs("4+AD38x", errors="report").ok
+
+
+def test_cli_preprocess_processes_every_usable_row_of_an_odd_sheet(tmp_path, capsys):
+    synth = pytest.importorskip("psyau_graph.data.synth")
+    from psyau_graph.cli import main
+
+    sheet = synth.generate_synthetic(tmp_path / "frames", subjects=1, clips_per_subject=2, seed=1,
+                                     progress=False)
+    clean = read_annotations(sheet, "synth")
+    a, b = clean.iloc[0], clean.iloc[1]
+    rows = [[f"title line {i}"] for i in range(11)] + [C2_HDR,
+            [a["subject"], a["clip"], float(a["onset"]), str(a["apex"]), "/", "?", a["emotion"]],
+            [b["subject"], b["clip"], int(b["onset"]), int(b["apex"]), 0, "4+AD38", b["emotion"]],
+            [b["subject"], "never_there", 50, 40, 60, "4", "disgust"]]
+    _xlsx(tmp_path / "odd.xlsx", {"Sheet1": rows})
+    argv = ["preprocess", "--annotations", str(tmp_path / "odd.xlsx"), "--dataset", "synth", "--frames",
+            str(tmp_path / "frames"), "--out", str(tmp_path / "cache"), "--flow", "dis", "--workers", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "synth annotations: 2 usable row(s)" in out
+    assert "1 row: AU cell '?' (kept, no AUs): row 13" in out and "1 row: onset after apex: left out: row 15" in out
+    assert "2 processed, 0 already cached, 0 skipped" in out
+    assert len(list((tmp_path / "cache" / "clips" / "synth").rglob("*.pt"))) == 2
