@@ -244,3 +244,13 @@ def test_cli_preprocess_processes_every_usable_row_of_an_odd_sheet(tmp_path, cap
     assert "1 row: AU cell '?' (kept, no AUs): row 13" in out and "1 row: onset after apex: left out: row 15" in out
     assert "2 processed, 0 already cached, 0 skipped" in out
     assert len(list((tmp_path / "cache" / "clips" / "synth").rglob("*.pt"))) == 2
+
+
+def test_several_sheets_with_headers(tmp_path):
+    rows = [C2_HDR, ["01", "EP1", 1, 5, 9, "12", "happiness"]]
+    _xlsx(tmp_path / "two.xlsx", {"coding": rows, "coding_old": rows + [["02", "EP2", 1, 5, 9, "4", "disgust"]]})
+    df = read_annotations(tmp_path / "two.xlsx", "casme2")
+    assert df["sheet"].tolist() == ["coding"]
+    assert "1 sheet(s): further sheet with an annotation header: not read (choose with sheet=...): " \
+           "two.xlsx:coding_old" in report_summary(df)
+    assert len(read_annotations(tmp_path / "two.xlsx", "casme2", sheet="coding_old")) == 2

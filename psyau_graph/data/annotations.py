@@ -74,6 +74,7 @@ REPORT_KINDS: dict[str, str] = {
     "bad_value": "value not usable (not a frame number, unreadable AU code): left out",
     "duplicate": "exact duplicate of an earlier row: left out",
     "sheet_skipped": "sheet without an annotation header: skipped",
+    "sheet_ignored": "further sheet with an annotation header: not read (choose with sheet=...)",
 }
 
 
@@ -341,8 +342,11 @@ def _frame(v, name: str, grid: pd.DataFrame, notes: list) -> int | str | None:
 
 
 # ---------------------------------------------------------------- loading
-def _load_sheets(path: Path, fmt: SheetFormat, sheet) -> list[tuple[str | None, pd.DataFrame]]:
-    """Raw cell grids (no header interpretation) of the sheets to read."""
+def _load_sheets(path: Path, fmt: SheetFormat, sheet, ignored: list | None = None) -> list[tuple[str | None, pd.DataFrame]]:
+    """Raw cell grids (no header interpretation) of the sheets to read.
+
+    Names of further sheets that have a header but are not read are appended to ``ignored``.
+    """
     suffix = path.suffix.lower()
     if suffix == ".csv":
         if sheet is not None:
@@ -366,6 +370,8 @@ def _load_sheets(path: Path, fmt: SheetFormat, sheet) -> list[tuple[str | None, 
              for s in wanted]
     if sheet is None and not fmt.all_sheets:
         with_header = [g for g in grids if _find_header(g[1]) is not None]
+        if ignored is not None:
+            ignored += [name for name, _ in with_header[1:]]
         return with_header[:1] or grids[:1]
     return grids
 
@@ -447,7 +453,13 @@ def read_annotations(path, dataset: str, *, errors: str = "report", sheet=None, 
     records: list[dict] = []
     opts = {"apex_estimate": apex_estimate}
     for p in paths:
-        for sheet_name, raw in _load_sheets(p, fmt, sheet):
+        ignored: list = []
+        grids = _load_sheets(p, fmt, sheet, ignored)
+        for name in ignored:
+            report.append(_entry(p, name, None, "sheet_ignored",
+                                 f"sheet {name!r} also has an annotation header; read {grids[0][0]!r} "
+                                 f"(choose with sheet=...)", "sheet not read"))
+        for sheet_name, raw in grids:
             if col_map is None and sheet is None and fmt.all_sheets and _find_header(raw) is None \
                     and len(raw.columns) < 3:
                 report.append(_entry(p, sheet_name, None, "sheet_skipped", "sheet has no annotation header",
@@ -730,7 +742,7 @@ def report_summary(report, *, first: int = 5) -> list[str]:
     lines = []
     for kind, entries in groups.items():
         text = REPORT_KINDS.get(kind, "emotion not in the label scheme: dropped" if kind == "label_scheme" else kind)
-        if kind == "sheet_skipped":
+        if kind in ("sheet_skipped", "sheet_ignored"):
             names = ", ".join(f"{r['file']}:{r['sheet']}" for r in entries)
             lines.append(f"{len(entries)} sheet(s): {text}: {names}")
             continue
