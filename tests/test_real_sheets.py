@@ -254,3 +254,21 @@ def test_several_sheets_with_headers(tmp_path):
     assert "1 sheet(s): further sheet with an annotation header: not read (choose with sheet=...): " \
            "two.xlsx:coding_old" in report_summary(df)
     assert len(read_annotations(tmp_path / "two.xlsx", "casme2", sheet="coding_old")) == 2
+
+
+def test_formula_cells(tmp_path):
+    from psyau_graph.data.formulas import col_index, eval_formula
+
+    grid = pd.DataFrame([[1, 2, "=A1+B1"], [10, None, "=SUM(A1:B2)"]])
+    assert [col_index(c) for c in ("A", "Z", "AA")] == [0, 25, 26]
+    assert eval_formula("=C1*2-A2/5", grid) == 4.0 and eval_formula("=SUM(A1:B2)", grid) == 13.0
+    with pytest.raises(ValueError, match="outside the sheet"):
+        eval_formula("=D9", grid)
+    with pytest.raises(ValueError, match="simple"):
+        eval_formula("=VLOOKUP(A1,B1:C2,2)", grid)
+    rows = [C2_HDR, ["01", "EP1", 10, "=C2+5", "=VLOOKUP(C2,C2:D2,2)", "4", "disgust"],
+            ["01", "EP2", 10, "=IF(C3>0,C3,0)", 30, "4", "disgust"]]
+    _xlsx(tmp_path / "f.xlsx", {"Sheet1": rows})
+    df = read_annotations(tmp_path / "f.xlsx", "casme2")
+    assert df["apex"].tolist() == [15] and df["offset"].isna().tolist() == [True]  # offset unusable: NA
+    assert _kinds(df)["bad_value"] == [3] and _kinds(df)["offset_missing"] == [2]

@@ -17,7 +17,7 @@ are loaded on first use.
 """
 import importlib
 
-from . import annotations, labels, layouts, splits, synth
+from . import annotations, formulas, labels, layouts, splits, synth
 from .annotations import DATASETS, AnnotationError, read_annotations
 from .labels import CLASS_NAMES, LABEL_SCHEMES, apply_label_scheme, class_names
 from .layouts import LAYOUTS, find_clip_frames
@@ -25,7 +25,7 @@ from .splits import client_partition, client_subjects, loso_splits, repeated_ran
 from .synth import SynthConfig, generate_synthetic
 
 __all__ = [
-    "annotations", "labels", "layouts", "splits", "synth", "dataset",
+    "annotations", "formulas", "labels", "layouts", "splits", "synth", "dataset",
     "DATASETS", "AnnotationError", "read_annotations",
     "CLASS_NAMES", "LABEL_SCHEMES", "apply_label_scheme", "class_names",
     "LAYOUTS", "find_clip_frames",
