@@ -2,7 +2,8 @@
 the PyG dataset over the preprocessing cache, and subject-aware splits.
 
 Modules:
-    annotations  ``read_annotations(path, dataset)`` → standard table
+    annotations  ``read_annotations(path, dataset)`` → standard table, ``report_summary``
+    formulas     formula cells of sheets (``eval_formula``, ``with_formulas``)
     labels       ``LABEL_SCHEMES``, ``class_names``, ``apply_label_scheme``
     layouts      ``LAYOUTS``, ``find_clip_frames(root, row, layout=None)``
     synth        ``generate_synthetic(out_dir, ...)`` (``psyau synth``)
