@@ -127,18 +127,26 @@ class FACSCodes(frozenset):
         problems: messages for unreadable parts (only non-empty with ``errors="report"``).
         notes: readable but noteworthy parts, e.g. ``"alternatives: R6 or R12"``,
             ``"reference AU: ref(10)"``, ``"ignored descriptor: soft focus"``.
+        descriptors: FACS action descriptors and miscellaneous codes found in the
+            code (``("AD38",)`` for ``"4+AD38"``, ``"M55"``); not AUs, not in the set.
+        uncoded: True when the code holds ``?`` (the coders could not code the
+            movement); the ``?`` adds no AU.
     """
 
     text: str
     problems: tuple[str, ...]
     notes: tuple[str, ...]
+    descriptors: tuple[str, ...]
+    uncoded: bool
 
     def __new__(cls, aus: Iterable[int] = (), *, text: str = "", problems: Iterable[str] = (),
-                notes: Iterable[str] = ()):
+                notes: Iterable[str] = (), descriptors: Iterable[str] = (), uncoded: bool = False):
         self = super().__new__(cls, (int(a) for a in aus))
         self.text = text
         self.problems = tuple(problems)
         self.notes = tuple(notes)
+        self.descriptors = tuple(descriptors)
+        self.uncoded = bool(uncoded)
         return self
 
     @property
@@ -147,15 +155,17 @@ class FACSCodes(frozenset):
         return not self.problems
 
     def __reduce__(self):
-        return (_rebuild_codes, (tuple(sorted(self)), self.text, self.problems, self.notes))
+        return (_rebuild_codes, (tuple(sorted(self)), self.text, self.problems, self.notes,
+                                 self.descriptors, self.uncoded))
 
     def __repr__(self) -> str:
         extra = f", problems={list(self.problems)}" if self.problems else ""
         return f"FACSCodes({sorted(self)}, text={self.text!r}{extra})"
 
 
-def _rebuild_codes(aus, text, problems, notes):
-    return FACSCodes(aus, text=text, problems=problems, notes=notes)
+def _rebuild_codes(aus, text, problems, notes, descriptors=(), uncoded=False):
+    return FACSCodes(aus, text=text, problems=problems, notes=notes, descriptors=descriptors,
+                     uncoded=uncoded)
 
 
 # One token per match, tried in this order. An AU token: optional laterality prefixes
@@ -167,6 +177,8 @@ _AU_TOKEN = (
 _TOKEN = re.compile(
     r"\s*(?:"
     + _AU_TOKEN
+    + r"|(?P<code>(?:AD|M)\d+)(?![A-Z0-9])"
+    + r"|(?P<uncoded>\?)"
     + r"|(?P<sep>[+,])"
     + r"|(?P<ref>REF)\s*(?=\()"
     + r"|(?P<open>\()|(?P<close>\))"
@@ -208,11 +220,16 @@ def _check_number(n: int, text: str) -> tuple[list[int], list[str]]:
     return [n], []
 
 
-def _parse_text(text: str) -> tuple[list[int], list[str], list[str]]:
-    """Scan ``text``; return (AU numbers, problems, notes). Pure function, no raising."""
+def _parse_text(text: str, descriptors: list[str] | None = None) -> tuple[list[int], list[str], list[str]]:
+    """Scan ``text``; return (AU numbers, problems, notes). Pure function, no raising.
+
+    Action descriptors / miscellaneous codes (``AD38``, ``M55``) and ``?`` are appended
+    to ``descriptors`` (``"?"`` for the latter) when a list is given.
+    """
     aus: list[int] = []
     problems: list[str] = []
     notes: list[str] = []
+    descriptors = [] if descriptors is None else descriptors
     m = _FLOAT_NUMBER.match(text)
     if m:  # "12.0" written by a spreadsheet export
         found, probs = _check_number(int(m.group(1)), text)
@@ -247,6 +264,11 @@ def _parse_text(text: str) -> tuple[list[int], list[str], list[str]]:
             if ref_depths:
                 notes.append(f"reference AU: ref({m.group('au')})")
             expect_operand = False
+        elif kind in ("code", "uncoded"):
+            if not expect_operand:
+                problems.append(f"missing '+' before {m.group(kind)!r} at position {m.start(kind)}")
+            descriptors.append(m.group(kind).upper())
+            expect_operand = False
         elif kind == "desc":
             if not expect_operand:
                 problems.append(f"missing '+' before {m.group('desc')!r}")
@@ -280,7 +302,7 @@ def _parse_text(text: str) -> tuple[list[int], list[str], list[str]]:
             expect_operand = False
     if depth > 0:
         problems.append("unbalanced '(' (missing ')')")
-    if expect_operand and (aus or problems or notes):
+    if expect_operand and (aus or problems or notes or descriptors):
         problems.append("code ends with an operator ('+', ',' or 'or')")
     # de-duplicate notes keeping order
     notes = list(dict.fromkeys(notes))
@@ -303,6 +325,10 @@ def parse_facs(code, *, errors: str = "raise", context: str | None = None) -> FA
     * numbers stored as ``int``/``float``/numpy scalars (``12``, ``12.0``) and strings
       such as ``"12.0"``.
     * blanks (``None``, ``""``, NaN, ``pandas.NA``): the empty set.
+    * FACS action descriptors and miscellaneous codes ``AD<n>`` / ``M<n>`` (``AD38``,
+      ``4+AD38``, ``M55``): not AUs; listed in ``result.descriptors``.
+    * ``?`` (the coders could not code the movement, as SAMM's key defines it): no
+      AU; ``result.uncoded`` is True.
 
     AUs outside the 12 graph nodes (e.g. 25, 43) are returned too; callers that need
     only the graph AUs filter with :data:`AUS` (as :func:`aus_to_multihot` does).
@@ -334,6 +360,7 @@ def parse_facs(code, *, errors: str = "raise", context: str | None = None) -> FA
     """
     if errors not in ("raise", "report"):
         raise ValueError(f"errors={errors!r}: expected 'raise' or 'report'")
+    descriptors: list[str] = []
     if _is_blank(code):
         return FACSCodes((), text="" if code is None or not isinstance(code, str) else code)
     if isinstance(code, bool):
@@ -344,13 +371,15 @@ def parse_facs(code, *, errors: str = "raise", context: str | None = None) -> FA
         notes = []
     elif isinstance(code, str):
         text = code
-        aus, problems, notes = _parse_text(code)
+        aus, problems, notes = _parse_text(code, descriptors)
     else:
         text = repr(code)
         aus, problems, notes = [], [f"unsupported type {type(code).__name__} for a FACS code"], []
-    result = FACSCodes(aus, text=text, problems=problems if errors == "report" else (), notes=notes)
+    extra = {"descriptors": [d for d in descriptors if d != "?"], "uncoded": "?" in descriptors}
+    result = FACSCodes(aus, text=text, problems=problems if errors == "report" else (), notes=notes, **extra)
     if problems and errors == "raise":
-        raise FACSParseError(text, problems, partial=FACSCodes(aus, text=text, notes=notes), context=context)
+        raise FACSParseError(text, problems, partial=FACSCodes(aus, text=text, notes=notes, **extra),
+                             context=context)
     if problems and context:
         result.problems = tuple(f"{p} ({context})" for p in problems)
     return result

@@ -116,7 +116,7 @@ def test_dfme_subset_sheets(tmp_path):
         "B": [hdr, ["3", "B_0001", 2, 6, 10, "L12+14", "contempt"]],
         "notes": [["free text only"]]})
     with pytest.raises(AnnotationError, match="notes"):
-        read_annotations(tmp_path / "dfme.xlsx", "dfme", sheet=["A", "notes"])
+        read_annotations(tmp_path / "dfme.xlsx", "dfme", sheet=["A", "notes"], errors="raise")
     df = read_annotations(tmp_path / "dfme.xlsx", "dfme")
     assert [r["sheet"] for r in df.attrs["report"] if r["action"] == "sheet skipped"] == ["notes"]
     assert df["subset"].tolist() == ["A", "A", "B"]
@@ -135,26 +135,26 @@ def test_smic_layout_without_apex_or_aus(tmp_path):
     assert apply_label_scheme(df, "smic3")["label"].tolist() == [1, 0]
 
 
-@pytest.mark.parametrize("cells, problem", [
-    (["01", "EP1", 50, 40, 60, "4", "disgust"], "onset 50 after apex 40"),
-    ([None, "EP1", 10, 40, 60, "4", "disgust"], "missing subject"),
-    (["01", "EP1", 10, 40, 60, "xyz", "disgust"], "unparseable action units"),
-    (["01", "EP1", 10.5, 40, 60, "4", "disgust"], "not an integer"),
-    (["01", "EP1", 10, "/", 60, "4", "disgust"], "apex '/'"),
-    (["01", "EP1", 10, 40, 30, "4", "disgust"], "apex 40 after offset 30"),
+@pytest.mark.parametrize("cells, problem, kind", [
+    (["01", "EP1", 50, 40, 60, "4", "disgust"], "onset 50 after apex 40", "onset_after_apex"),
+    ([None, "EP1", 10, 40, 60, "4", "disgust"], "missing subject", "missing_field"),
+    (["01", "EP1", 10, 40, 60, "xyz", "disgust"], "unparseable action units", "bad_value"),
+    (["01", "EP1", 10.5, 40, 60, "4", "disgust"], "not an integer", "bad_value"),
+    (["01", "EP1", 10, "/", 60, "4", "disgust"], "apex '/'", "apex_missing"),
 ])
-def test_bad_rows(tmp_path, cells, problem):
+def test_bad_rows(tmp_path, cells, problem, kind):
     hdr = ["Subject", "Filename", "Onset Frame", "Apex Frame", "OffsetFrame", "Action Units", "Estimated Emotion"]
     good = ["02", "EP2", 1, 5, 9, "12", "happiness"]
     _write(tmp_path / "c2.xlsx", {"Sheet1": [hdr, good, cells]})
     with pytest.raises(AnnotationError) as ei:
-        read_annotations(tmp_path / "c2.xlsx", "casme2")
+        read_annotations(tmp_path / "c2.xlsx", "casme2", errors="raise")
     msg = str(ei.value)
     assert "c2.xlsx" in msg and "'Sheet1'" in msg and "row 3" in msg and problem in msg
-    df = read_annotations(tmp_path / "c2.xlsx", "casme2", errors="report")
+    df = read_annotations(tmp_path / "c2.xlsx", "casme2")  # default: left out, reported
     assert df["clip"].tolist() == ["EP2"]
     skipped = [r for r in df.attrs["report"] if r["action"] == "skipped"]
     assert len(skipped) == 1 and skipped[0]["row"] == 3 and problem in skipped[0]["problem"]
+    assert skipped[0]["kind"] == kind
 
 
 def test_bad_arguments(tmp_path):
@@ -175,8 +175,8 @@ def test_duplicate_rows(tmp_path):
     r = ["1", "EP1", 1, 5, 9, "12", "happiness"]
     _write(tmp_path / "d.xlsx", {"Sheet1": [hdr, r, r]})
     with pytest.raises(AnnotationError, match="duplicate"):
-        read_annotations(tmp_path / "d.xlsx", "casme2")
-    assert len(read_annotations(tmp_path / "d.xlsx", "casme2", errors="report")) == 1
+        read_annotations(tmp_path / "d.xlsx", "casme2", errors="raise")
+    assert len(read_annotations(tmp_path / "d.xlsx", "casme2")) == 1
 
 
 # ---------------------------------------------------------------- label schemes

@@ -10,7 +10,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Read an annotation sheet, find each clip's frames, and write one cache file per "
                     "clip (<out>/clips/<dataset>/<subject>/<clip>.pt) plus <out>/report.json. "
                     "Re-running resumes: clips already cached are not redone.")
-    p.add_argument("--annotations", required=True, help="annotation sheet (xlsx/csv)")
+    p.add_argument("--annotations", required=True, nargs="+",
+                   help="annotation sheet(s) (xlsx/csv); several files are read in order and "
+                        "concatenated (DFME's training / test A / test B files)")
     p.add_argument("--dataset", required=True,
                    help="sheet format / data set name: casme2, samm, casme3, dfme, smic, synth")
     p.add_argument("--frames", required=True, help="root folder of the data set's frames")
@@ -25,13 +27,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(use where the lighting flickers: TV-L1 then reports flicker as motion)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--apex-window", type=int, default=1,
-                   help="± frames averaged around the apex (default: 1)")
+                   help="± frames averaged around the apex at 200 fps (default: 1); a clip whose "
+                        "sheet gives its frame rate (DFME Fps) gets the same time span in its frames")
     p.add_argument("--landmarks", default="dlib", choices=("dlib", "face_alignment"),
                    help="landmark backend (default: dlib)")
     p.add_argument("--on-error", default="skip", choices=("skip", "raise"),
                    help="a clip that fails (no face, missing frame): skip and report (default) or stop")
     p.add_argument("--bad-rows", default="report", choices=("report", "raise"),
-                   help="annotation rows that cannot be read: report and drop (default) or stop")
+                   help="annotation rows that cannot be used: report and leave out (default) or stop, "
+                        "listing them all")
+    p.add_argument("--columns", default=None,
+                   help="for a sheet without a header row: NAME=COLUMN pairs, e.g. "
+                        "'subject=A,clip=B,onset=C,apex=D,offset=E,aus=F,emotion=G'")
+    p.add_argument("--apex-estimate", default=None, choices=("middle",),
+                   help="opt-in: a row whose apex is not annotated ('/', blank) gets the middle of "
+                        "onset..offset (flagged apex_estimated) instead of being left out")
+    p.add_argument("--check-annotations", action="store_true",
+                   help="only read the sheet: print the summary, write <out>/annotation_report.json, "
+                        "process no frames")
     p.add_argument("--flow-batch-clips", type=int, default=0,
                    help="compute the flow of this many clips in one batched call in the main process "
                         "(faster with tvl1; default 0: each worker does whole clips)")
@@ -47,18 +60,50 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def write_annotation_report(df, out_dir) -> str:
+    """``<out_dir>/annotation_report.json``: every report entry plus counts (written atomically)."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = df.attrs.get("report") or []
+    doc = {"source": df.attrs.get("source"), "rows_kept": int(len(df)),
+           "rows_left_out": sum(e["action"] in ("skipped", "sheet skipped") for e in entries),
+           "entries": entries}
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".annotation_report.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=1, default=str)
+        os.replace(tmp, out / "annotation_report.json")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(out / "annotation_report.json")
+
+
 def run(args) -> int:
     import logging
 
-    from psyau_graph.data.annotations import read_annotations
+    from psyau_graph.data.annotations import read_annotations, report_summary
     from psyau_graph.preprocess.batch import preprocess_dataset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from psyau_graph.preprocess.landmarks import parse_face_box
 
     face = parse_face_box(args.face_box, what="--face-box")
-    df = read_annotations(args.annotations, args.dataset, errors=args.bad_rows)
+    sheets = args.annotations[0] if len(args.annotations) == 1 else list(args.annotations)
+    df = read_annotations(sheets, args.dataset, errors=args.bad_rows, columns=args.columns,
+                          apex_estimate=args.apex_estimate)
     problems = df.attrs.get("report") or []
+    where = write_annotation_report(df, args.out)
+    print(f"{args.dataset} annotations: {len(df)} usable row(s); {len(problems)} report entr(ies) in {where}")
+    for line in report_summary(df):
+        print(f"  {line}")
+    if args.check_annotations:
+        return 0
     if args.face_boxes:
         df = merge_face_boxes(df, args.face_boxes)
     if args.limit is not None:
@@ -70,7 +115,7 @@ def run(args) -> int:
                                 flow_params={"match_brightness": True} if args.match_brightness else None)
     rate = report["timings"]["clips_per_s"]
     print(f"{args.dataset}: {report['processed']} processed, {report['cached']} already cached, "
-          f"{len(report['skipped'])} skipped, {len(problems)} annotation row problem(s)"
+          f"{len(report['skipped'])} skipped, {len(problems)} annotation report entr(ies)"
           + (f"; {rate:.1f} clips/s" if rate else ""))
     for s in report["skipped"][:20]:
         print(f"  skipped {s['subject']}/{s['clip']}: {s['reason'].splitlines()[0]}")

@@ -107,8 +107,8 @@ def apply_label_scheme(df: pd.DataFrame, scheme: str, *, dataset: str | None = N
         if k:
             continue
         dropped[str(r["emotion"])] = dropped.get(str(r["emotion"]), 0) + 1
-        report.append({"file": r.get("sheet_file", df.attrs.get("source")), "sheet": r.get("sheet"),
-                       "row": r.get("row"), "problem": f"emotion {r['emotion']!r} not in scheme {scheme!r}",
+        report.append({"file": r.get("file", df.attrs.get("source")), "sheet": r.get("sheet"),
+                       "row": r.get("row"), "kind": "label_scheme", "problem": f"emotion {r['emotion']!r} not in scheme {scheme!r}",
                        "action": "dropped by label scheme"})
     out.attrs = dict(df.attrs)
     out.attrs["report"] = report

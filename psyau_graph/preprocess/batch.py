@@ -130,7 +130,7 @@ def _job(row, dataset: str, cache_dir: Path) -> dict:
     meta = {"dataset": dataset, "subject": subject, "clip": clip, "onset": int(get("onset")),
             "apex": int(get("apex")), "offset": None if offset is None else int(offset),
             "aus": aus, "emotion": None if _jsonable(emotion) is None else str(emotion)}
-    extra = {k: _jsonable(get(k, None)) for k in ("row", "subset") if get(k, None) is not None}
+    extra = {k: _jsonable(get(k, None)) for k in ("row", "subset", "fps") if _jsonable(get(k, None)) is not None}
     face = _jsonable(get("face_box", None))  # optional per-clip column: "L,T,R,B" | "centre" | "largest"
     if face is not None and not (isinstance(face, str) and not face.strip()):
         meta["face"] = face if isinstance(face, str) else list(face)
@@ -170,7 +170,8 @@ def _run_job(job: dict) -> dict:
         frames = find_clip_frames(o["frames_root"], job["row"], o["layout"], dataset=o["dataset"])
         name = f"{meta['dataset']}/{meta['subject']}/{meta['clip']}"
         feats = preprocess_clip(frames, meta["onset"], meta["apex"], flow=o["flow"],
-                                apex_window=o["apex_window"], landmarks_backend=o["landmarks_backend"],
+                                apex_window=o["apex_window"], fps=job["row"].get("fps"),
+                                landmarks_backend=o["landmarks_backend"],
                                 name=name, flow_params=o.get("flow_params"), face=_face_choice(meta, o))
         full = dict(meta, flow_method=o["flow"], apex_used=feats.apex, onset_used=feats.onset,
                     apex_numbers=feats.apex_numbers, face_box=list(feats.face_box), notes=feats.notes,
@@ -199,6 +200,7 @@ def _prepare_job(job: dict) -> dict:
         frames = find_clip_frames(o["frames_root"], job["row"], o["layout"], dataset=o["dataset"])
         name = f"{meta['dataset']}/{meta['subject']}/{meta['clip']}"
         prep = prepare_clip(frames, meta["onset"], meta["apex"], apex_window=o["apex_window"],
+                            fps=job["row"].get("fps"),
                             landmarks_backend=o["landmarks_backend"], name=name, face=_face_choice(meta, o))
         return {"status": "prepared", "job": job, "prep": prep, "seconds": time.perf_counter() - t0}
     except Exception as exc:  # recorded in the report; re-raised unless errors="skip"

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -123,8 +124,29 @@ def flow_and_strain(flow2: np.ndarray) -> np.ndarray:
     return np.asarray(flow_with_strain(flow2), dtype=np.float32)
 
 
+#: frame rate at which ``apex_window`` is given in frames (CASME II and SAMM: 200 fps).
+REFERENCE_FPS = 200
+
+
+def apex_window_frames(apex_window: int, fps: float | None = None, reference_fps: float = REFERENCE_FPS) -> int:
+    """± frames of the apex window for a clip recorded at ``fps``.
+
+    ``apex_window`` is a number of frames at ``reference_fps`` (200 fps: ±1 frame =
+    ±5 ms); a clip at another frame rate gets the same time span, rounded half up to
+    whole frames (300 fps: ±2, 500 fps: ±3 for ``apex_window=1``). ``fps=None`` (the
+    sheet gives no frame rate) keeps ``apex_window`` frames.
+    """
+    if apex_window < 0:
+        raise ValueError(f"apex_window must be >= 0, got {apex_window}")
+    if fps is None:
+        return int(apex_window)
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    return int(math.floor(apex_window * float(fps) / reference_fps + 0.5))
+
+
 def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_window: int = 1,
-                    landmarks_backend: str = "dlib", name: str | None = None,
+                    fps: float | None = None, landmarks_backend: str = "dlib", name: str | None = None,
                     align: AlignConfig | None = None, roi_size: int = 5, map_size: int = 28,
                     detect_max_side: int = 320, flow_params: dict | None = None,
                     face="largest") -> ClipFeatures:
@@ -135,7 +157,9 @@ def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_w
             see :func:`psyau_graph.preprocess.frames.open_clip`.
         onset, apex: annotated frame numbers.
         flow: "tvl1" (default), "dis" or "farneback".
-        apex_window: ± frames averaged around the apex (default: 1; 0 = apex only).
+        apex_window: ± frames averaged around the apex (default: 1; 0 = apex only), at
+            :data:`REFERENCE_FPS`; scaled by ``fps`` (:func:`apex_window_frames`).
+        fps: the clip's frame rate when the sheet gives one (DFME), else None.
         landmarks_backend: "dlib" (default) or "face_alignment".
         name: clip name for messages.
         align: crop geometry (default: :class:`AlignConfig()`, 128×128).
@@ -156,8 +180,9 @@ def preprocess_clip(frames, onset: int, apex: int, *, flow: str = "tvl1", apex_w
     """
     if flow not in FLOW_METHODS:
         raise ValueError(f"flow: expected one of {FLOW_METHODS}, got {flow!r}")
-    prep = prepare_clip(frames, onset, apex, apex_window=apex_window, landmarks_backend=landmarks_backend,
-                        name=name, align=align, detect_max_side=detect_max_side, face=face)
+    prep = prepare_clip(frames, onset, apex, apex_window=apex_window, fps=fps,
+                        landmarks_backend=landmarks_backend, name=name, align=align,
+                        detect_max_side=detect_max_side, face=face)
     t0 = time.perf_counter()
     n = len(prep.apex_crops)
     f2 = flow_batch(np.repeat(prep.onset_crop[None], n, 0), prep.apex_crops, flow, **(flow_params or {}))
@@ -189,7 +214,8 @@ class PreparedClip:
     face_selection: str = ""
 
 
-def prepare_clip(frames, onset: int, apex: int, *, apex_window: int = 1, landmarks_backend: str = "dlib",
+def prepare_clip(frames, onset: int, apex: int, *, apex_window: int = 1, fps: float | None = None,
+                 landmarks_backend: str = "dlib",
                  name: str | None = None, align: AlignConfig | None = None,
                  detect_max_side: int = 320, face="largest") -> PreparedClip:
     """Stages 1–3 of :func:`preprocess_clip`: select frames, detect the face, align and crop.
@@ -203,7 +229,7 @@ def prepare_clip(frames, onset: int, apex: int, *, apex_window: int = 1, landmar
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     clip = open_clip(frames, name=name)
-    sel = select_frames(clip, onset, apex, apex_window=apex_window)
+    sel = select_frames(clip, onset, apex, apex_window=apex_window_frames(apex_window, fps))
     t["frames"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
