@@ -253,3 +253,26 @@ def test_forward_argument_errors():
         DPKGATConv(8, 4)(x1, edge_index, None, None, None, None)
     with pytest.raises(ValueError, match="edge_attr must have 4 rows"):
         DPKGATConv(8, 4, edge_dim=2)(x1, edge_index, torch.ones(3, 2))
+
+
+def test_pair_input_with_shared_weights_matches_gatconv():
+    x1, _, edge_index = _inputs()
+    x_dst = torch.randn(2, 8)
+    conv, gat = _pair(8, 6, heads=2, residual=True)
+    torch.testing.assert_close(conv((x1, x_dst), edge_index), gat((x1, x_dst), edge_index), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fill_value", ["mean", "max", 2.0])
+def test_bipartite_self_loop_prior_fill(fill_value):
+    """Loops on the min(N_src, N_dst) shared nodes get the fill value of each target's other prior values."""
+    torch.manual_seed(4)
+    x_src, x_dst = torch.randn(5, 3), torch.randn(3, 4)
+    edge_index = torch.tensor([[1, 2, 4, 0, 3, 1], [0, 0, 1, 1, 2, 1]])  # (1, 1) is an existing loop
+    prior = torch.tensor([1.0, 3.0, 2.0, 4.0, 5.0, 7.0])
+    conv = DPKGATConv((3, 4), 2, add_self_loops=True, fill_value=fill_value)
+    _, (ei, alpha) = conv((x_src, x_dst), edge_index, prior, beta=1.0, return_attention_weights=True)
+    assert torch.equal(ei, torch.tensor([[1, 2, 4, 0, 3, 0, 1, 2], [0, 0, 1, 1, 2, 0, 1, 2]]))
+    loops = {"mean": [2.0, 7.0, 5.0], "max": [3.0, 7.0, 5.0], 2.0: [2.0, 7.0, 2.0]}[fill_value]
+    full = torch.tensor([1.0, 3.0, 2.0, 4.0, 5.0] + loops)  # node 1 keeps its own loop's 7
+    mass = torch.zeros(3).index_add_(0, ei[1], full)
+    torch.testing.assert_close(alpha[:, 0], full / mass[ei[1]])
