@@ -59,9 +59,14 @@ class DPKGATConv(MessagePassing):
     :math:`\mathbf{\Theta}_r\mathbf{x}_i` and the bias are added, exactly as
     in :class:`torch_geometric.nn.conv.GATConv`. With :math:`\beta = 0` (or no
     prior) the layer computes what ``GATConv`` computes for the same weights
-    (parameters ``lin``, ``att_src``, ``att_dst``, ``res``, ``bias`` carry
-    the same names and shapes). ELU and the paper's residual :math:`+f_i`
-    (eq. 5) are left to the model, as PyG layers do.
+    (parameters ``lin`` or ``lin_src`` / ``lin_dst``, ``att_src``,
+    ``att_dst``, ``lin_edge``, ``att_edge``, ``res``, ``bias`` carry the same
+    names and shapes), for every input form ``GATConv`` takes: bipartite
+    ``(x_src, x_dst)``, ``size``, ``edge_attr``, torch sparse and
+    ``SparseTensor`` adjacencies. With edge features, :math:`e_{i,j}` gets
+    ``GATConv``'s term :math:`\mathbf{a}_e^{\top}\mathbf{\Theta}_e\mathbf{e}_{j,i}`.
+    ELU and the paper's residual :math:`+f_i` (eq. 5) are left to the model,
+    as PyG layers do.
 
     Direction convention: ``A[i, j] = 1`` means node :math:`i` attends to
     :math:`j`; the message flows :math:`j \to i` and ``edge_index[:, e] =
