@@ -8,6 +8,9 @@ Cases (same heads/channels for both layers):
   (``forward_dense``) on the same weights.
 * ``random_large``: a random graph, 20,000 nodes and 200,000 edges, one layer
   64 -> 64x4 (concat), random prior.
+* ``bipartite``: a random bipartite graph, 10,000 source nodes (32 features),
+  5,000 target nodes (48 features), 100,000 edges, one layer (32, 48) -> 64x4
+  (concat) with separate source/target weights, ``x = (x_src, x_dst)``, random prior.
 
 Each timed step is forward + ``sum(out**2).backward()``. Warm-up, then repeats
 with the layers interleaved (round-robin, so both see the same machine load);
@@ -17,7 +20,7 @@ median(layer) / median(GATConv). Results go to ``benchmarks/results/dpk_gat_conv
 ``without_torch_scatter`` or ``with_torch_scatter``, whichever applies to the
 interpreter that runs it (the other section is kept).
 
-    python benchmarks/dpk_gat_conv.py [--repeats 30] [--repeats-large 20] [--warmup 5] [--threads 1]
+    python benchmarks/dpk_gat_conv.py [--repeats 30] [--repeats-large 20] [--repeats-bipartite 20] [--warmup 5] [--threads 1]
 """
 from __future__ import annotations
 
@@ -168,6 +171,23 @@ def random_large_case(num_nodes: int, num_edges: int, repeats: int, warmup: int)
             "timings": run_case(steps, repeats, warmup)}
 
 
+def bipartite_case(num_src: int, num_dst: int, num_edges: int, repeats: int, warmup: int) -> dict:
+    g = torch.Generator().manual_seed(1)
+    edge_index = torch.stack([torch.randint(0, num_src, (num_edges,), generator=g),
+                              torch.randint(0, num_dst, (num_edges,), generator=g)])
+    prior = torch.rand(num_edges, generator=g)
+    x = (torch.randn(num_src, 32, generator=g), torch.randn(num_dst, 48, generator=g))
+    gat = GATConv((32, 48), 64, heads=4, add_self_loops=False)
+    dpk = DPKGATConv((32, 48), 64, heads=4)
+    dpk.load_state_dict(gat.state_dict())
+    steps = {
+        "GATConv": fwd_bwd(lambda: gat(x, edge_index), list(gat.parameters())),
+        "DPKGATConv": fwd_bwd(lambda: dpk(x, edge_index, prior, 0.3), list(dpk.parameters())),
+    }
+    return {"num_src": num_src, "num_dst": num_dst, "num_edges": num_edges,
+            "layers": "(32, 48) -> 64x4 (concat)", "beta": 0.3, "timings": run_case(steps, repeats, warmup)}
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -181,6 +201,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30, help="repeats of the AU-batch case")
     parser.add_argument("--repeats-large", type=int, default=20, help="repeats of the 20k-node case")
+    parser.add_argument("--repeats-bipartite", type=int, default=20, help="repeats of the bipartite case")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -194,7 +215,8 @@ def main(argv=None) -> int:
     section = "with_torch_scatter" if with_scatter else "without_torch_scatter"
     result = {
         "torch": torch.__version__, "torch_geometric": torch_geometric.__version__,
-        "torch_scatter": None, "threads": args.threads, "repeats": {"au_batch": args.repeats, "random_large": args.repeats_large},
+        "torch_scatter": None, "threads": args.threads, "repeats": {"au_batch": args.repeats, "random_large": args.repeats_large,
+                                                                       "bipartite": args.repeats_bipartite},
         "warmup": args.warmup, "malloc": "keep_freed_memory() (glibc mmap/trim thresholds 1 GiB)",
         "cases": {},
     }
@@ -208,6 +230,11 @@ def main(argv=None) -> int:
     print(f"[{section}] random_large ...", flush=True)
     result["cases"]["random_large"] = random_large_case(20_000, 200_000, args.repeats_large, min(args.warmup, 3))
     print(json.dumps(result["cases"]["random_large"]["timings"], indent=1), flush=True)
+
+    print(f"[{section}] bipartite ...", flush=True)
+    result["cases"]["bipartite"] = bipartite_case(10_000, 5_000, 100_000, args.repeats_bipartite,
+                                                  min(args.warmup, 3))
+    print(json.dumps(result["cases"]["bipartite"]["timings"], indent=1), flush=True)
 
     payload = json.loads(args.out.read_text()) if args.out.is_file() else {}
     payload.update({

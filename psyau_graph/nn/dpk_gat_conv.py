@@ -12,6 +12,8 @@ from torch_geometric import is_compiling
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
+from torch_geometric.typing import WITH_TORCH_SPARSE
+from torch_geometric.typing import SparseTensor as _PygSparseTensor
 from torch_geometric.utils import (
     add_self_loops,
     is_torch_sparse_tensor,
@@ -25,6 +27,8 @@ PRIOR_MODES = ("paper", "authors")
 _FILL_REDUCES = ("mean", "sum", "max", "min")
 
 BetaLike = Union[float, Tensor]
+# torch_sparse.SparseTensor when torch_sparse is installed, else None (that input form is then absent)
+SparseTensor = _PygSparseTensor if WITH_TORCH_SPARSE else None
 
 
 class DPKGATConv(MessagePassing):
@@ -55,9 +59,14 @@ class DPKGATConv(MessagePassing):
     :math:`\mathbf{\Theta}_r\mathbf{x}_i` and the bias are added, exactly as
     in :class:`torch_geometric.nn.conv.GATConv`. With :math:`\beta = 0` (or no
     prior) the layer computes what ``GATConv`` computes for the same weights
-    (parameters ``lin``, ``att_src``, ``att_dst``, ``res``, ``bias`` carry
-    the same names and shapes). ELU and the paper's residual :math:`+f_i`
-    (eq. 5) are left to the model, as PyG layers do.
+    (parameters ``lin`` or ``lin_src`` / ``lin_dst``, ``att_src``,
+    ``att_dst``, ``lin_edge``, ``att_edge``, ``res``, ``bias`` carry the same
+    names and shapes), for every input form ``GATConv`` takes: bipartite
+    ``(x_src, x_dst)``, ``size``, ``edge_attr``, torch sparse and
+    ``SparseTensor`` adjacencies. With edge features, :math:`e_{i,j}` gets
+    ``GATConv``'s term :math:`\mathbf{a}_e^{\top}\mathbf{\Theta}_e\mathbf{e}_{j,i}`.
+    ELU and the paper's residual :math:`+f_i` (eq. 5) are left to the model,
+    as PyG layers do.
 
     Direction convention: ``A[i, j] = 1`` means node :math:`i` attends to
     :math:`j`; the message flows :math:`j \to i` and ``edge_index[:, e] =
@@ -82,8 +91,10 @@ class DPKGATConv(MessagePassing):
       prior values; 0 for a node without any).
 
     Args:
-        in_channels (int): Size of each input sample, or ``-1`` to infer it
-            on the first call.
+        in_channels (int or tuple): Size of each input sample, ``-1`` to
+            infer it on the first call, or a ``(source, target)`` pair for
+            bipartite graphs (separate ``lin_src`` / ``lin_dst``, as in
+            ``GATConv``; either may be ``-1``).
         out_channels (int): Size of each output sample per head.
         heads (int, optional): Number of attention heads. (default: ``1``)
         concat (bool, optional): Concatenate the heads; if ``False`` they are
@@ -92,61 +103,77 @@ class DPKGATConv(MessagePassing):
             (default: ``0.2``)
         dropout (float, optional): Dropout probability on the mixed
             attention coefficients (training only). (default: ``0.0``)
-        beta (float, optional): Prior weight :math:`\beta \in [0, 1]` used
-            when ``forward`` gets no ``beta``. (default: ``0.3``)
-        add_self_loops (bool, optional): Add a self-loop to every node.
+        add_self_loops (bool, optional): Add a self-loop to every node (on a
+            bipartite graph: to the first ``min(N_src, N_dst)`` nodes, as in
+            ``GATConv``). Note the default differs from ``GATConv``'s ``True``.
             (default: ``False``)
+        edge_dim (int, optional): Edge feature size; if set, ``edge_attr``
+            enters the attention logits through ``lin_edge`` / ``att_edge``
+            exactly as in ``GATConv``. (default: ``None``)
+        fill_value (float or torch.Tensor or str, optional): Value of added
+            self-loops, for the prior and for ``edge_attr`` alike: a float
+            (or, for ``edge_attr`` only, a tensor), or ``"mean"`` /
+            ``"sum"`` / ``"max"`` / ``"min"`` of the node's other incoming
+            values (0 for a node without any). (default: ``"mean"``)
         bias (bool, optional): Learn an additive bias. (default: ``True``)
         residual (bool, optional): Add a learnable linear skip connection
-            :math:`\mathbf{\Theta}_r\mathbf{x}_i`. (default: ``False``)
+            :math:`\mathbf{\Theta}_r\mathbf{x}_i` (of the target features).
+            (default: ``False``)
+        beta (float, optional): Prior weight :math:`\beta \in [0, 1]` used
+            when ``forward`` gets no ``beta``. (default: ``0.3``)
         prior_mode (str, optional): ``"paper"`` (prior divided by its sum
             over :math:`\mathcal{N}(i)`) or ``"authors"`` (softmax of the
             prior, L1 renormalisation after mixing). (default: ``"paper"``)
-        fill_value (float or str, optional): Prior value of added
-            self-loops, see above. (default: ``"mean"``)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
     Shapes:
-        - **input:** node features :math:`(|\mathcal{V}|, F_{in})`,
-          edge indices :math:`(2, |\mathcal{E}|)` or a torch sparse
-          adjacency :math:`(|\mathcal{V}|, |\mathcal{V}|)`,
-          edge prior :math:`(|\mathcal{E}|)` *(optional)*
-        - **output:** node features :math:`(|\mathcal{V}|, H \cdot F_{out})`
-          (or :math:`(|\mathcal{V}|, F_{out})` if ``concat=False``); with
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V}_s|, F_s), (|\mathcal{V}_t|, F_t))` (the
+          target part may be ``None``), edge indices :math:`(2, |\mathcal{E}|)`
+          or a torch sparse / ``SparseTensor`` adjacency
+          :math:`(|\mathcal{V}_t|, |\mathcal{V}_s|)`,
+          edge prior :math:`(|\mathcal{E}|)` *(optional)*, edge features
+          :math:`(|\mathcal{E}|, D)` *(optional)*
+        - **output:** node features :math:`(|\mathcal{V}_t|, H \cdot F_{out})`
+          (or :math:`(|\mathcal{V}_t|, F_{out})` if ``concat=False``); with
           ``return_attention_weights=True`` also
           :math:`((2, |\mathcal{E}'|), (|\mathcal{E}'|, H))`, the edges used
-          (self-loops included) and their attention.
+          (self-loops included) and their attention (a ``SparseTensor``
+          holding the attention for a ``SparseTensor`` input, as ``GATConv``).
     """
 
     def __init__(
         self,
-        in_channels: int,
+        in_channels: Union[int, Tuple[int, int]],
         out_channels: int,
         heads: int = 1,
         concat: bool = True,
         negative_slope: float = 0.2,
         dropout: float = 0.0,
-        beta: float = 0.3,
         add_self_loops: bool = False,
+        edge_dim: Optional[int] = None,
+        fill_value: Union[float, Tensor, str] = "mean",
         bias: bool = True,
         residual: bool = False,
+        beta: float = 0.3,
         prior_mode: str = "paper",
-        fill_value: Union[float, str] = "mean",
         **kwargs,
     ):
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
-        if not isinstance(in_channels, int):
-            raise TypeError(f"in_channels must be an int (bipartite inputs are not supported), got {in_channels!r}")
+        bipartite = not isinstance(in_channels, int)
+        if bipartite and not (isinstance(in_channels, (tuple, list)) and len(in_channels) == 2
+                              and all(isinstance(c, int) for c in in_channels)):
+            raise TypeError(f"in_channels must be an int or a (source, target) pair of ints, got {in_channels!r}")
         if prior_mode not in PRIOR_MODES:
             raise ValueError(f"prior_mode must be one of {PRIOR_MODES}, got {prior_mode!r}")
         if isinstance(fill_value, str) and fill_value not in _FILL_REDUCES:
-            raise ValueError(f"fill_value must be a float or one of {_FILL_REDUCES}, got {fill_value!r}")
+            raise ValueError(f"fill_value must be a float, a tensor or one of {_FILL_REDUCES}, got {fill_value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
-        self.in_channels = in_channels
+        self.in_channels = tuple(in_channels) if bipartite else in_channels
         self.out_channels = out_channels
         self.heads = heads
         self.concat = concat
@@ -154,17 +181,31 @@ class DPKGATConv(MessagePassing):
         self.dropout = dropout
         self.beta = _check_beta(beta, "beta")
         self.add_self_loops = add_self_loops
+        self.edge_dim = edge_dim
         self.residual = residual
         self.prior_mode = prior_mode
         self.fill_value = fill_value
 
-        self.lin = Linear(in_channels, heads * out_channels, bias=False, weight_initializer="glorot")
+        # the same parameter names and shapes as GATConv, so state dicts load both ways
+        self.lin = self.lin_src = self.lin_dst = None
+        if bipartite:
+            self.lin_src = Linear(in_channels[0], heads * out_channels, bias=False, weight_initializer="glorot")
+            self.lin_dst = Linear(in_channels[1], heads * out_channels, bias=False, weight_initializer="glorot")
+        else:
+            self.lin = Linear(in_channels, heads * out_channels, bias=False, weight_initializer="glorot")
         self.att_src = Parameter(torch.empty(1, heads, out_channels))
         self.att_dst = Parameter(torch.empty(1, heads, out_channels))
+        if edge_dim is not None:
+            self.lin_edge = Linear(edge_dim, heads * out_channels, bias=False, weight_initializer="glorot")
+            self.att_edge = Parameter(torch.empty(1, heads, out_channels))
+        else:
+            self.lin_edge = None
+            self.register_parameter("att_edge", None)
 
         total_out_channels = out_channels * (heads if concat else 1)
         if residual:
-            self.res = Linear(in_channels, total_out_channels, bias=False, weight_initializer="glorot")
+            res_in = in_channels[1] if bipartite else in_channels
+            self.res = Linear(res_in, total_out_channels, bias=False, weight_initializer="glorot")
         else:
             self.register_parameter("res", None)
         if bias:
@@ -176,82 +217,105 @@ class DPKGATConv(MessagePassing):
 
     def reset_parameters(self):
         super().reset_parameters()
-        self.lin.reset_parameters()
-        if self.res is not None:
-            self.res.reset_parameters()
+        for lin in (self.lin, self.lin_src, self.lin_dst, self.lin_edge, self.res):
+            if lin is not None:
+                lin.reset_parameters()
         glorot(self.att_src)
         glorot(self.att_dst)
+        glorot(self.att_edge)
         zeros(self.bias)
 
     # ------------------------------------------------------------------ sparse
-    def forward(
-        self,
-        x: Tensor,
-        edge_index: Tensor,
-        edge_prior: Optional[Union[Tensor, str]] = None,
-        beta: Optional[BetaLike] = None,
-        return_attention_weights: Optional[bool] = None,
-    ):
+    def forward(self, x, edge_index, *args, edge_prior: Optional[Union[Tensor, str]] = None,
+                beta: Optional[BetaLike] = None, return_attention_weights: Optional[bool] = None,
+                edge_attr: Optional[Tensor] = None, size: Optional[Tuple[int, int]] = None):
         r"""Runs the layer.
 
+        Positional arguments after ``edge_index`` are
+        ``(edge_prior, beta, return_attention_weights)`` on a layer without
+        ``edge_dim`` and ``(edge_attr, size, return_attention_weights)``, the
+        order of ``GATConv.forward``, on a layer with ``edge_dim``; every
+        argument can also be given by name.
+
         Args:
-            x (torch.Tensor): Node features :math:`(N, F_{in})`.
-            edge_index (torch.Tensor): Edges :math:`(2, E)` (row 0 source
-                :math:`j`, row 1 target :math:`i`), or a torch sparse
-                (COO/CSR) adjacency :math:`(N, N)` whose entry ``[i, j]`` is
-                the edge :math:`j \to i`.
+            x (torch.Tensor or tuple): Node features :math:`(N, F_{in})`, or
+                ``(x_src, x_dst)`` with :math:`(N_s, F_s)` and
+                :math:`(N_t, F_t)` (``x_dst`` may be ``None``: then only the
+                sources are transformed and ``size`` or the adjacency gives
+                :math:`N_t`).
+            edge_index (torch.Tensor or SparseTensor): Edges :math:`(2, E)`
+                (row 0 source :math:`j`, row 1 target :math:`i`), or a torch
+                sparse (COO/CSR) / ``torch_sparse.SparseTensor`` adjacency
+                :math:`(N_t, N_s)` whose entry ``[i, j]`` is the edge
+                :math:`j \to i` (PyG's ``adj_t``).
             edge_prior (torch.Tensor or str, optional): Non-negative prior
                 :math:`(E,)` aligned with the edges (for a sparse adjacency:
-                with its coalesced non-zeros in row-major order), or the
-                string ``"values"`` to use the sparse adjacency's values as
-                the prior. ``None`` gives plain GAT attention.
-                (default: ``None``)
+                with its non-zeros in row-major order), or ``"values"`` to use
+                the sparse adjacency's values. Normalised over each target's
+                incoming edges. ``None`` gives plain GAT attention.
             beta (float or torch.Tensor, optional): Prior weight for this
-                call (0-dim tensor allowed, e.g. from a schedule or a
-                learnable parameter); ``None`` uses ``self.beta``.
-                (default: ``None``)
+                call (0-dim tensor allowed); ``None`` uses ``self.beta``.
             return_attention_weights (bool, optional): If ``True``, also
-                return ``(edge_index, alpha)`` with ``alpha`` of shape
-                :math:`(E', H)`. (default: ``None``)
+                return ``(edge_index, alpha)`` with ``alpha`` :math:`(E', H)`.
+            edge_attr (torch.Tensor, optional): Edge features :math:`(E, D)`
+                or :math:`(E,)`, used when the layer has ``edge_dim``.
+            size (tuple, optional): ``(N_s, N_t)``, as in ``GATConv``.
         """
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape (num_nodes, in_channels), got {tuple(x.shape)}")
+        edge_prior, beta, return_attention_weights, edge_attr, size = self._bind_args(
+            args, edge_prior, beta, return_attention_weights, edge_attr, size)
         H, C = self.heads, self.out_channels
-        num_nodes = x.size(0)
 
-        if not isinstance(edge_index, Tensor):
-            raise TypeError(f"edge_index must be a (2, E) tensor or a torch sparse adjacency, got "
-                            f"{type(edge_index).__name__} (convert a torch_sparse.SparseTensor with "
-                            f".to_torch_sparse_coo_tensor())")
-        if is_torch_sparse_tensor(edge_index):
-            edge_index, sparse_values = _sparse_to_edges(edge_index, num_nodes)
-            if isinstance(edge_prior, str):
-                if edge_prior != "values":
-                    raise ValueError(f"edge_prior as a string must be 'values', got {edge_prior!r}")
-                edge_prior = sparse_values
+        if isinstance(x, Tensor):
+            x_src_in: Tensor = x
+            x_dst_in: Optional[Tensor] = x
+        elif isinstance(x, (tuple, list)) and len(x) == 2 and isinstance(x[0], Tensor):
+            x_src_in, x_dst_in = x
         else:
-            if edge_index.dim() != 2 or edge_index.size(0) != 2:
-                raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
-            if isinstance(edge_prior, str):
-                raise ValueError("edge_prior='values' needs a torch sparse adjacency as edge_index")
+            raise TypeError("x must be a (N, F) tensor or a pair (x_src, x_dst) of tensors (x_dst may be None)")
+        if x_src_in.dim() != 2 or (x_dst_in is not None and x_dst_in.dim() != 2):
+            raise ValueError("x must have shape (num_nodes, in_channels) (or be a pair of such), got "
+                             f"{tuple(x_src_in.shape)}" + ("" if x_dst_in is None else f" / {tuple(x_dst_in.shape)}"))
+
+        edge_index, sparse_values, sparse_kind, size = self._read_edges(edge_index, x_src_in, x_dst_in, size)
+        if isinstance(edge_prior, str):
+            if edge_prior != "values" or sparse_values is None:
+                raise ValueError("edge_prior as a string must be 'values' and needs a sparse adjacency "
+                                 f"with values as edge_index, got {edge_prior!r}")
+            edge_prior = sparse_values
 
         prior: Optional[Tensor] = None
         if edge_prior is not None:
-            prior = self._check_prior(edge_prior, edge_index).to(x.dtype)
+            prior = self._check_prior(edge_prior, edge_index).to(x_src_in.dtype)
+        if edge_attr is not None and edge_attr.size(0) != edge_index.size(1):
+            raise ValueError(f"edge_attr must have {edge_index.size(1)} rows (one per edge), "
+                             f"got {tuple(edge_attr.shape)}")
         beta_t = self.beta if beta is None else _check_beta(beta, "beta")
 
         res: Optional[Tensor] = None
-        if self.res is not None:
-            res = self.res(x)
-        x_proj = self.lin(x).view(-1, H, C)
-        alpha_src = (x_proj * self.att_src).sum(dim=-1)
-        alpha_dst = (x_proj * self.att_dst).sum(dim=-1)
+        if self.res is not None and x_dst_in is not None:
+            res = self.res(x_dst_in)
+        if self.lin is not None:
+            x_src = self.lin(x_src_in).view(-1, H, C)
+            if x_dst_in is x_src_in:
+                x_dst: Optional[Tensor] = x_src
+            else:
+                x_dst = None if x_dst_in is None else self.lin(x_dst_in).view(-1, H, C)
+        else:
+            x_src = self.lin_src(x_src_in).view(-1, H, C)
+            x_dst = None if x_dst_in is None else self.lin_dst(x_dst_in).view(-1, H, C)
+        alpha_src = (x_src * self.att_src).sum(dim=-1)
+        alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(dim=-1)
 
         if self.add_self_loops:
-            edge_index, prior = self._self_loops(edge_index, prior, num_nodes)
+            num_loops = x_src.size(0) if x_dst is None else min(x_src.size(0), x_dst.size(0))
+            if size is not None:
+                num_loops = min(size)
+            num_dst = size[1] if size is not None else (x_src.size(0) if x_dst is None else x_dst.size(0))
+            edge_index, prior, edge_attr = self._self_loops(edge_index, prior, edge_attr, num_loops, num_dst)
 
-        alpha = self.edge_updater(edge_index, alpha=(alpha_src, alpha_dst), prior=prior, beta=beta_t)
-        out = self.propagate(edge_index, x=(x_proj, x_proj), alpha=alpha)
+        alpha = self.edge_updater(edge_index, alpha=(alpha_src, alpha_dst), edge_attr=edge_attr,
+                                  prior=prior, beta=beta_t, size=size)
+        out = self.propagate(edge_index, x=(x_src, x_dst), alpha=alpha, size=size)
 
         if self.concat:
             out = out.view(-1, H * C)
@@ -263,14 +327,74 @@ class DPKGATConv(MessagePassing):
             out = out + self.bias
 
         if return_attention_weights:
+            if sparse_kind == "SparseTensor":
+                adj = SparseTensor(row=edge_index[1], col=edge_index[0], value=alpha,
+                                   sparse_sizes=(size[1], size[0]))
+                return out, adj
             return out, (edge_index, alpha)
         return out
 
-    def edge_update(self, alpha_j: Tensor, alpha_i: Tensor, prior: Optional[Tensor], beta: BetaLike,
-                    index: Tensor, ptr: Optional[Tensor], dim_size: Optional[int]) -> Tensor:
-        alpha = alpha_j + alpha_i
+    def _bind_args(self, args, edge_prior, beta, return_attention_weights, edge_attr, size):
+        """Positional arguments after ``edge_index`` in this layer's order (see :meth:`forward`)."""
+        if self.edge_dim is None:
+            names = ("edge_prior", "beta", "return_attention_weights")
+        else:
+            names = ("edge_attr", "size", "return_attention_weights")
+        if len(args) > len(names):
+            raise TypeError(f"forward takes at most {2 + len(names)} positional arguments "
+                            f"(x, edge_index, {', '.join(names)}), got {2 + len(args)}")
+        given = dict(edge_prior=edge_prior, beta=beta, return_attention_weights=return_attention_weights,
+                     edge_attr=edge_attr, size=size)
+        for name, value in zip(names, args):
+            if given[name] is not None:
+                raise TypeError(f"forward got {name} both by position and by name")
+            given[name] = value
+        return (given["edge_prior"], given["beta"], given["return_attention_weights"],
+                given["edge_attr"], given["size"])
+
+    def _read_edges(self, edge_index, x_src: Tensor, x_dst: Optional[Tensor], size):
+        """Any adjacency form -> ``(edge_index (2, E), sparse values or None, kind, size)``."""
+        if size is not None:
+            if len(size) != 2:
+                raise ValueError(f"size must be a pair (num_src, num_dst), got {size!r}")
+            size = (int(size[0]), int(size[1]))
+        if SparseTensor is not None and isinstance(edge_index, SparseTensor):
+            row, col, values = edge_index.coo()  # adj_t: row = target, col = source
+            n_dst, n_src = edge_index.sparse_sizes()
+            return torch.stack([col, row], dim=0), values, "SparseTensor", self._sparse_size(n_src, n_dst, x_src, x_dst)
+        if not isinstance(edge_index, Tensor):
+            raise TypeError(f"edge_index must be a (2, E) tensor, a torch sparse adjacency or a SparseTensor, got "
+                            f"{type(edge_index).__name__}")
+        if is_torch_sparse_tensor(edge_index):
+            if edge_index.dim() != 2:
+                raise ValueError(f"a sparse adjacency must be 2-D (num_dst, num_src), got {tuple(edge_index.shape)}")
+            n_dst, n_src = edge_index.shape
+            size = self._sparse_size(n_src, n_dst, x_src, x_dst)
+            ei, values = _sparse_to_edges(edge_index)
+            return ei, values, "torch", size
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f"edge_index must have shape (2, E), got {tuple(edge_index.shape)}")
+        return edge_index, None, None, size
+
+    @staticmethod
+    def _sparse_size(n_src: int, n_dst: int, x_src: Tensor, x_dst: Optional[Tensor]) -> Tuple[int, int]:
+        if n_src != x_src.size(0) or (x_dst is not None and n_dst != x_dst.size(0)):
+            expect = (x_src.size(0) if x_dst is None else x_dst.size(0), x_src.size(0))
+            raise ValueError(f"a sparse adjacency must have shape {expect} (num_dst target rows, "
+                             f"num_src source columns), got ({n_dst}, {n_src})")
+        return (n_src, n_dst)
+
+    def edge_update(self, alpha_j: Tensor, alpha_i: Optional[Tensor], edge_attr: Optional[Tensor],
+                    prior: Optional[Tensor], beta: BetaLike, index: Tensor, ptr: Optional[Tensor],
+                    dim_size: Optional[int]) -> Tensor:
+        alpha = alpha_j if alpha_i is None else alpha_j + alpha_i
         if index.numel() == 0:
             return alpha
+        if edge_attr is not None and self.lin_edge is not None:
+            if edge_attr.dim() == 1:
+                edge_attr = edge_attr.view(-1, 1)
+            edge_attr = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
+            alpha = alpha + (edge_attr * self.att_edge).sum(dim=-1)
         alpha = F.leaky_relu(alpha, self.negative_slope)
         alpha = softmax(alpha, index, ptr, dim_size)
         if prior is not None and not (isinstance(beta, float) and beta == 0.0):
@@ -310,24 +434,32 @@ class DPKGATConv(MessagePassing):
             _check_finite_non_negative(edge_prior, "edge_prior", "edge")
         return edge_prior
 
-    def _self_loops(self, edge_index: Tensor, prior: Optional[Tensor], num_nodes: int):
-        if prior is None:
-            edge_index, _ = remove_self_loops(edge_index)
-            edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
-            return edge_index, None
-        is_loop = edge_index[0] == edge_index[1]
-        target = edge_index[1]
-        loop_value = scatter(prior * is_loop, target, 0, num_nodes, reduce="sum")
-        had_loop = scatter(is_loop.to(prior.dtype), target, 0, num_nodes, reduce="sum") > 0
-        if isinstance(self.fill_value, str):
-            keep = ~is_loop
-            fill = scatter(prior[keep], target[keep], 0, num_nodes, reduce=self.fill_value)
+    def _self_loops(self, edge_index: Tensor, prior: Optional[Tensor], edge_attr: Optional[Tensor],
+                    num_loops: int, num_dst: int):
+        """Remove self-loops and append one for each of nodes ``0 .. num_loops - 1`` (order as PyG's
+        ``add_self_loops``); their prior keeps an existing loop's value, else gets ``fill_value``."""
+        if prior is not None:
+            if isinstance(self.fill_value, Tensor):
+                raise ValueError("fill_value as a tensor applies to edge_attr only; use a float or "
+                                 f"one of {_FILL_REDUCES} for the self-loops of a prior")
+            is_loop = edge_index[0] == edge_index[1]
+            target = edge_index[1]
+            dim = max(num_dst, num_loops)
+            loop_value = scatter(prior * is_loop, target, 0, dim, reduce="sum")[:num_loops]
+            had_loop = scatter(is_loop.to(prior.dtype), target, 0, dim, reduce="sum")[:num_loops] > 0
+            if isinstance(self.fill_value, str):
+                keep = ~is_loop
+                fill = scatter(prior[keep], target[keep], 0, dim, reduce=self.fill_value)[:num_loops]
+            else:
+                fill = prior.new_full((num_loops,), float(self.fill_value))
+            prior = torch.cat([prior[~is_loop], torch.where(had_loop, loop_value, fill)])
+        edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
+        if edge_attr is not None:
+            edge_index, edge_attr = add_self_loops(edge_index, edge_attr, fill_value=self.fill_value,
+                                                   num_nodes=num_loops)
         else:
-            fill = prior.new_full((num_nodes,), float(self.fill_value))
-        edge_index, _ = remove_self_loops(edge_index)
-        edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
-        prior = torch.cat([prior[~is_loop], torch.where(had_loop, loop_value, fill)])
-        return edge_index, prior
+            edge_index, _ = add_self_loops(edge_index, num_nodes=num_loops)
+        return edge_index, prior, edge_attr
 
     # ------------------------------------------------------------------- dense
     def forward_dense(
@@ -458,10 +590,8 @@ def _check_finite_non_negative(values: Tensor, name: str, what: str) -> None:
         raise ValueError(f"{name} must be finite and non-negative; {what} {bad} has {values[bad].item()}")
 
 
-def _sparse_to_edges(adj: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
-    """Torch sparse ``adj[i, j]`` (edge j -> i) to ``edge_index`` (2, E) and values (E,)."""
-    if adj.dim() != 2 or adj.size(0) != adj.size(1) or adj.size(0) != num_nodes:
-        raise ValueError(f"a sparse adjacency must have shape ({num_nodes}, {num_nodes}), got {tuple(adj.shape)}")
+def _sparse_to_edges(adj: Tensor) -> Tuple[Tensor, Tensor]:
+    """Torch sparse ``adj[i, j]`` (edge j -> i) to ``edge_index`` (2, E) and values (E,), row-major order."""
     if adj.layout == torch.sparse_coo and not adj.is_coalesced():
         adj = adj.coalesce()
     (row, col), values = to_edge_index(adj)
