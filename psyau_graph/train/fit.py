@@ -103,6 +103,9 @@ class TrainConfig:
     precision: str = "fp32"
 
     def __post_init__(self):
+        from .device import check_device
+
+        check_device(self.device)
         check_precision(self.precision, self.device)
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"TrainConfig.epochs must be a positive int, got {self.epochs!r}")
