@@ -413,7 +413,8 @@ class DPKGATConv(MessagePassing):
                                torch.einsum("hc,hcf->hf", self.att_dst.view(H, C).to(acc), wh)])
             if not autocast and x.dtype == acc and self.lin.bias is None:
                 y = F.linear(x, torch.cat([w, w_att]))  # (B, N, H·C + 2H)
-                f, a = y[..., : H * C], y[..., H * C:].transpose(1, 2)
+                f, a = y.split([H * C, 2 * H], dim=-1)  # split: its backward is a cat, not zero-fill + copy
+                a = a.transpose(1, 2)
             else:
                 f, a = None, F.linear(x.to(acc), w_att).transpose(1, 2)  # (B, 2H, N)
         if f is None:
