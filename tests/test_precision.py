@@ -261,3 +261,23 @@ def test_scaled_step_path_with_clipping_matches_the_plain_step():
         states.append(model.state_dict())
     for k, v in states[0].items():
         torch.testing.assert_close(states[1][k], v, atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_eval_lfe_folds_batchnorm_into_the_convolutions_exactly():
+    _, conv = _pair()
+    conv.eval()
+    rois = torch.randn(9, 3, 5, 5)
+    ref = conv.net(rois)  # the modules one by one: conv, BatchNorm (running statistics), ReLU
+    torch.testing.assert_close(conv(rois), ref, atol=1e-5, rtol=1e-5)
+    conv.eval_chunk = 4  # chunked as well
+    torch.testing.assert_close(conv(rois), ref, atol=1e-5, rtol=1e-5)
+    # gradients reach the convolution and BatchNorm parameters through the fold
+    x = rois.clone().requires_grad_()
+    gf = torch.autograd.grad(conv(x).square().sum(), [x, *conv.parameters()])
+    gr = torch.autograd.grad(conv.net(x).square().sum(), [x, *conv.parameters()])
+    for a, c in zip(gf, gr):
+        torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)
+    # training mode never folds: batch statistics are used and the running ones move
+    before = conv.net[0][1].running_mean.clone()
+    conv.train()(rois)
+    assert not torch.equal(conv.net[0][1].running_mean, before)

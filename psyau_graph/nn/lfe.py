@@ -6,7 +6,10 @@ over the 65 ROIs in Python, which is what makes their model slow on CPU).
 
 Two equal ways to run the three convolutions (``impl``):
 
-* ``"conv"`` (default): ``nn.Conv2d`` (optionally channels-last).
+* ``"conv"`` (default): ``nn.Conv2d`` (optionally channels-last). In eval mode each
+  BatchNorm (then a fixed affine map) is folded into its convolution's weight and bias,
+  so a layer is one convolution + ReLU (same result up to rounding; LFE inference at
+  B = 256, 2 threads: 0.26 → 0.16 s).
 * ``"gemm"``: on a P×P patch a 3×3 convolution with padding 1 is a linear
   map from ``C_in·P²`` to ``C_out·P²`` numbers. :func:`conv_as_matrix` writes that map
   as one ``(C_in·P², C_out·P²)`` matrix built from the convolution weight (a fixed 0/1
@@ -95,7 +98,8 @@ class LFE(nn.Module):
         channels_last (bool, optional): ``impl="conv"`` only: run the convolutions in
             channels-last memory format (on CPU markedly faster for tiny 5×5 maps).
             (default: ``True``)
-        eval_chunk (int, optional): in eval mode, run the patches in chunks of this many
+        eval_chunk (int, optional): in eval mode (where ``impl="conv"`` also folds each
+            BatchNorm, then an affine map, into its convolution), run the patches in chunks of this many
             (BatchNorm then uses its running statistics, so the result is the same as one
             call); chunks that fit the CPU cache are faster. In training mode BatchNorm
             needs the statistics of all patches of the batch, so it is always one call.
@@ -126,6 +130,11 @@ class LFE(nn.Module):
         )
 
     def _run(self, x: Tensor) -> Tensor:
+        if not self.training and self.impl == "conv" and self._bn_eval():
+            folded = self._folded()
+            chunks = x.split(self.eval_chunk) if 0 < self.eval_chunk < x.shape[0] else (x,)
+            out = [self._run_conv_folded(c, folded) for c in chunks]
+            return out[0] if len(out) == 1 else torch.cat(out)
         run = self._run_gemm if self.impl == "gemm" else self._run_conv
         if not self.training and 0 < self.eval_chunk < x.shape[0]:
             if self.impl == "gemm":
@@ -133,6 +142,32 @@ class LFE(nn.Module):
                 return torch.cat([self._run_gemm(c, mats) for c in x.split(self.eval_chunk)])
             return torch.cat([run(c) for c in x.split(self.eval_chunk)])
         return run(x)
+
+    def _bn_eval(self) -> bool:
+        """Every BatchNorm is in eval mode with running statistics (so it is an affine map)."""
+        return all(not b[1].training and b[1].track_running_stats and b[1].running_mean is not None
+                   for b in self.net)
+
+    def _folded(self):
+        """Eval-mode BatchNorm folded into the preceding convolution: ``(weight, bias)`` per layer,
+        ``w' = w·γ/√(σ²+ε)``, ``b' = β − μ·γ/√(σ²+ε)`` (the same affine map, one pass less)."""
+        out = []
+        for conv, bn, _ in self.net:
+            scale = bn.running_var.add(bn.eps).rsqrt()
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            bias = -bn.running_mean * scale
+            if bn.bias is not None:
+                bias = bias + bn.bias
+            out.append((conv.weight * scale.view(-1, 1, 1, 1), bias))
+        return out
+
+    def _run_conv_folded(self, x: Tensor, folded) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for w, b in folded:
+            x = F.relu(F.conv2d(x, w, b, padding=w.shape[-1] // 2), inplace=True)
+        return x.contiguous()
 
     def _run_conv(self, x: Tensor) -> Tensor:
         if self.channels_last:
