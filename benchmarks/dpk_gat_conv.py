@@ -5,7 +5,7 @@ Cases (same heads/channels for both layers):
 * ``au_batch``: B = 256 copies of the 12-node whole-face AU graph (cross-region
   edges + self loops, DFME prior), two layers 25 -> 64x3 (concat) -> ELU -> 25
   (1 head), as in the network. DPKGATConv also runs its dense batched path
-  (``forward_dense``) on the same weights.
+  (``forward_dense``) on the same weights, in fp32 and under CPU bf16 autocast.
 * ``random_large``: a random graph, 20,000 nodes and 200,000 edges, one layer
   64 -> 64x4 (concat), random prior.
 * ``bipartite``: a random bipartite graph, 10,000 source nodes (32 features),
@@ -113,6 +113,13 @@ def fwd_bwd(forward, params):
     return step
 
 
+def _bf16(forward):
+    """``forward()`` under CPU bf16 autocast, returned in fp32 (as the training loss sees it)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = forward()
+    return out.float()
+
+
 def au_batch_case(batch_size: int, repeats: int, warmup: int) -> dict:
     graph, source = global_au_graph()
     n = int(graph.num_nodes)
@@ -141,6 +148,10 @@ def au_batch_case(batch_size: int, repeats: int, warmup: int) -> dict:
         "DPKGATConv_dense": fwd_bwd(lambda: dpk2.forward_dense(F.elu(dpk1.forward_dense(xb, adj, dense_prior, beta)),
                                                                adj, dense_prior, beta),
                                     list(dpk1.parameters()) + list(dpk2.parameters())),
+        "DPKGATConv_dense_bf16": fwd_bwd(lambda: _bf16(lambda: dpk2.forward_dense(
+                                             F.elu(dpk1.forward_dense(xb, adj, dense_prior, beta)),
+                                             adj, dense_prior, beta)),
+                                         list(dpk1.parameters()) + list(dpk2.parameters())),
     }
     # the three agree before timing (same weights)
     with torch.no_grad():

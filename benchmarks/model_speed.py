@@ -1,15 +1,25 @@
-"""Training and inference speed of FED-PsyAU on CPU: batched vs the authors' structure.
+"""Training and inference speed of FED-PsyAU: precisions, before/after, and the authors' structure.
 
 Measures, at batch sizes 32 and 256 (full model, setting VI, 3 classes):
 
-* training step (forward + loss + backward + AdamW step): samples/s;
+* training step (forward + loss + backward + AdamW step): samples/s, achieved GFLOP/s
+  (FLOPs of one step counted by ``torch.utils.flop_counter.FlopCounterMode``) and the
+  fraction of a GEMM peak (a 2048² ``torch.mm`` in the same dtype, measured in the same run);
 * inference (eval mode, no grad): ms per sample;
 
-for the library model and for the same weights run with the authors' structure
-(``_authors_structure.py``: per-ROI Python loop in LFE and AFE, dense per-head GAT with
-pairwise concatenation). Both variants are timed in the same run, interleaved
-repeat by repeat, after warm-up; median and spread (min, max) are reported.
-Before timing, the two variants are checked to give the same eval-mode output.
+for these variants, all timed in the same run, interleaved repeat by repeat, after warm-up:
+
+* ``before_fp32``: the library model with the dense DPK-GAT computation as it was before the
+  speed work (``_previous_dense.py``), fp32 — the "today" peer of the targets;
+* ``fp32``: the library model, fp32;
+* ``bf16``: the library model under ``torch.autocast(dtype=torch.bfloat16)``;
+* ``bf16_gemm_lfe``: as ``bf16`` with ``LFE(impl="gemm")`` (the convolutions as matrices);
+* ``authors_structure``: the same weights run with the authors' structure
+  (``_authors_structure.py``: per-ROI Python loop in LFE and AFE, dense per-head GAT with
+  pairwise concatenation), fp32.
+
+Before timing, the fp32 variants are checked to give the same eval-mode output and the bf16
+ones to stay within bf16 rounding of it. Median and spread (min, max) are reported.
 
     python benchmarks/model_speed.py [--batch-sizes 32 256] [--repeats 5] [--warmup 2] [--threads N]
 
@@ -21,6 +31,7 @@ Writes ``benchmarks/results/model_speed.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -34,11 +45,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _authors_structure import authors_structure  # noqa: E402
 from _machine import load_average, machine_info  # noqa: E402
+from _previous_dense import use_previous_dense  # noqa: E402
 
 from psyau_graph.nn import FedPsyAU, FedPsyAUConfig, fedpsyau_loss  # noqa: E402
 from psyau_graph.train.memory import keep_freed_memory  # noqa: E402
+from psyau_graph.train.precision import autocast, outputs_to_float  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "model_speed.json"
+PEER = "before_fp32"
 
 
 def _inputs(b: int, seed: int = 0):
@@ -52,11 +66,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _train_step(model, opt, rois, flow, y, au) -> tuple[float, float]:
+def _train_step(model, opt, rois, flow, y, au, precision="fp32") -> tuple[float, float]:
     model.train()
     t, c = time.perf_counter(), time.process_time()
-    out = model(rois, flow)
-    loss, _ = fedpsyau_loss(out, y, au)
+    with autocast(precision, rois.device):
+        out = model(rois, flow)
+    loss, _ = fedpsyau_loss(outputs_to_float(out), y, au)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -65,16 +80,56 @@ def _train_step(model, opt, rois, flow, y, au) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def _infer(model, rois, flow) -> tuple[float, float]:
+def _infer(model, rois, flow, precision="fp32") -> tuple[float, float]:
     model.eval()
     t, c = time.perf_counter(), time.process_time()
-    model(rois, flow)
+    with autocast(precision, rois.device):
+        model(rois, flow)
     _sync(str(rois.device))
     return time.perf_counter() - t, time.process_time() - c
 
 
 def _summary(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def gemm_peak(device: str, repeats: int = 5, n: int = 2048) -> dict:
+    """GFLOP/s of an n×n ``torch.mm`` in fp32 and bf16 (best of ``repeats`` after a warm-up)."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            best = min(best, time.perf_counter() - t)
+        out[name] = 2 * n ** 3 / best / 1e9
+    return out
+
+
+def train_flops_per_sample(model, b: int, device: str, seed: int = 0) -> float:
+    """FLOPs of one training step's forward + backward per sample (FlopCounterMode; the
+    optimizer step is not counted). Counted on a copy so the timed model is untouched."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = copy.deepcopy(model).train()
+    rois, flow, y, au = (t.to(device) for t in _inputs(b, seed))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss, _ = fedpsyau_loss(m(rois, flow), y, au)
+        loss.backward()
+    return counter.get_total_flops() / b
+
+
+def _variants(ours) -> dict:
+    gemm = copy.deepcopy(ours)
+    gemm.au_net.lfe.impl = "gemm"
+    return {PEER: (use_previous_dense(ours), "fp32"), "fp32": (ours, "fp32"), "bf16": (copy.deepcopy(ours), "bf16"),
+            "bf16_gemm_lfe": (gemm, "bf16"), "authors_structure": (authors_structure(ours), "fp32")}
 
 
 def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0, threads: int | None = None,
@@ -84,56 +139,81 @@ def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0,
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     ours = FedPsyAU(FedPsyAUConfig()).to(device)
-    theirs = authors_structure(ours)
+    variants = _variants(ours)
     rois, flow, _, _ = (t.to(device) for t in _inputs(4, seed))
-    ours.eval(), theirs.eval()
+    checks = {}
     with torch.no_grad():
-        diff = float((ours(rois, flow).logits - theirs(rois, flow).logits).abs().max())
-    if diff > 1e-4:
-        raise RuntimeError(f"the authors-structure variant computes something else (max |Δlogits| = {diff})")
-    variants = {"batched": ours, "authors_structure": theirs}
+        ours.eval()
+        ref = ours(rois, flow).logits
+        for k, (m, prec) in variants.items():
+            m.eval()
+            with autocast(prec, device):
+                diff = float((m(rois, flow).logits.float() - ref).abs().max())
+            checks[k] = diff
+            if diff > (1e-4 if prec == "fp32" else 5e-2):
+                raise RuntimeError(f"variant {k} computes something else (max |Δlogits| = {diff})")
+    peak = gemm_peak(device)
+    flops = train_flops_per_sample(ours, min(batch_sizes), device, seed)
     results = {}
     for b in batch_sizes:
         rois, flow, y, au = (t.to(device) for t in _inputs(b, seed))
-        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-5) for k, m in variants.items()}
+        opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-5) for k, (m, _) in variants.items()}
         meas = {k: {"train": [], "infer": [], "train_cpu": [], "infer_cpu": []} for k in variants}
         for i in range(warmup + repeats):
             line = []
-            for k, m in variants.items():  # interleaved: both see the same machine load
-                tt, tc = _train_step(m, opts[k], rois, flow, y, au)
-                it, ic = _infer(m, rois, flow)
-                line.append(f"{k} train {tt:.2f}s (cpu {tc:.2f}s) infer {it:.2f}s")
+            order = list(variants) if i % 2 == 0 else list(variants)[::-1]
+            for k in order:  # interleaved: every variant sees the same machine load
+                m, prec = variants[k]
+                tt, tc = _train_step(m, opts[k], rois, flow, y, au, prec)
+                it, ic = _infer(m, rois, flow, prec)
+                line.append(f"{k} train {tt:.2f}s infer {it:.2f}s")
                 if i >= warmup:
                     meas[k]["train"].append(b / tt)
                     meas[k]["train_cpu"].append(b / tc)
                     meas[k]["infer"].append(1000.0 * it / b)
                     meas[k]["infer_cpu"].append(1000.0 * ic / b)
-            print(f"threads={torch.get_num_threads()} B={b} repeat {i + 1}/{warmup + repeats}: " + "; ".join(line), file=sys.stderr, flush=True)
-        rec = {k: {"train_samples_per_s": _summary(v["train"]), "infer_ms_per_sample": _summary(v["infer"]),
-                   "train_samples_per_cpu_s": _summary(v["train_cpu"]),
-                   "infer_cpu_ms_per_sample": _summary(v["infer_cpu"])} for k, v in meas.items()}
-        rec["speedup_train"] = (rec["batched"]["train_samples_per_s"]["median"]
-                                / rec["authors_structure"]["train_samples_per_s"]["median"])
-        rec["speedup_infer"] = (rec["authors_structure"]["infer_ms_per_sample"]["median"]
-                                / rec["batched"]["infer_ms_per_sample"]["median"])
-        rec["speedup_train_cpu_time"] = (rec["batched"]["train_samples_per_cpu_s"]["median"]
-                                         / rec["authors_structure"]["train_samples_per_cpu_s"]["median"])
-        rec["speedup_infer_cpu_time"] = (rec["authors_structure"]["infer_cpu_ms_per_sample"]["median"]
-                                         / rec["batched"]["infer_cpu_ms_per_sample"]["median"])
+            print(f"threads={torch.get_num_threads()} B={b} repeat {i + 1}/{warmup + repeats}: " + "; ".join(line),
+                  file=sys.stderr, flush=True)
+        rec = {}
+        for k, v in meas.items():
+            prec = variants[k][1]
+            sps = _summary(v["train"])
+            gflops = sps["median"] * flops / 1e9
+            rec[k] = {"precision": prec, "train_samples_per_s": sps, "infer_ms_per_sample": _summary(v["infer"]),
+                      "train_samples_per_cpu_s": _summary(v["train_cpu"]),
+                      "infer_cpu_ms_per_sample": _summary(v["infer_cpu"]),
+                      "train_gflop_per_s": gflops, "train_fraction_of_gemm_peak": gflops / peak[prec]}
+        for k in variants:
+            if k == PEER:
+                continue
+            for peer in (PEER, "authors_structure"):
+                if k == peer:
+                    continue
+                rec[k][f"train_x_{peer}"] = (rec[k]["train_samples_per_s"]["median"]
+                                             / rec[peer]["train_samples_per_s"]["median"])
+                rec[k][f"infer_x_{peer}"] = (rec[peer]["infer_ms_per_sample"]["median"]
+                                             / rec[k]["infer_ms_per_sample"]["median"])
+                rec[k][f"train_cpu_time_x_{peer}"] = (rec[k]["train_samples_per_cpu_s"]["median"]
+                                                      / rec[peer]["train_samples_per_cpu_s"]["median"])
         results[str(b)] = rec
     return {
         "benchmark": "model_speed",
-        "what": "FED-PsyAU (setting VI) training step samples/s and inference ms/sample on CPU; "
-                "batched library model vs the same weights run with the authors' structure "
-                "(per-ROI Python loops in LFE/AFE, dense per-head GAT)",
-        "equivalence_check_max_abs_logit_diff": diff,
+        "what": "FED-PsyAU (setting VI) training step samples/s and inference ms/sample; the library model "
+                "in fp32 and bf16 autocast, against the model as it was before the speed work (fp32, "
+                "'before_fp32', the peer of the targets) and the same weights run with the authors' "
+                "structure, all in the same run",
+        "equivalence_check_max_abs_logit_diff": checks,
+        "gemm_peak_gflop_per_s": peak, "gemm_peak_how": "best of 5 torch.mm of 2048x2048, same threads",
+        "train_flop_per_sample": flops,
+        "train_flop_how": "torch.utils.flop_counter.FlopCounterMode over forward + loss + backward "
+                          f"at B = {min(batch_sizes)}, divided by B (optimizer step not counted)",
         "batch_sizes": list(batch_sizes), "repeats": repeats, "warmup": warmup,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": machine_info(start_load),
         "timing": "wall clock (perf_counter) and process CPU time (process_time, all threads); "
                   "samples/s = B / step time, ms/sample = 1000 * time / B",
-        "note": "the machine's load average is recorded under 'machine'; "
-                "the two variants were interleaved repeat by repeat so the ratio is the robust figure",
+        "note": "the machine's load average is recorded under 'machine'; the variants were interleaved "
+                "repeat by repeat (order reversed every other repeat) so the ratios are the robust figures",
         "results": results,
     }
 
@@ -166,13 +246,12 @@ def main(argv=None) -> int:
     os.replace(tmp, args.out)
     for t, results in res["results_by_threads"].items():
         for b, rec in results.items():
-            ours, theirs = rec["batched"], rec["authors_structure"]
-            print(f"threads={t} B={b}: train {ours['train_samples_per_s']['median']:.1f} vs "
-                  f"{theirs['train_samples_per_s']['median']:.1f} samples/s (x{rec['speedup_train']:.2f}); "
-                  f"infer {ours['infer_ms_per_sample']['median']:.2f} vs "
-                  f"{theirs['infer_ms_per_sample']['median']:.2f} ms/sample (x{rec['speedup_infer']:.2f}); "
-                  f"CPU-time ratios: train x{rec['speedup_train_cpu_time']:.2f}, "
-                  f"infer x{rec['speedup_infer_cpu_time']:.2f}")
+            for k, r in rec.items():
+                extra = "".join(f" x{r[f'train_x_{p}']:.2f} vs {p}" for p in (PEER, "authors_structure")
+                                if f"train_x_{p}" in r)
+                print(f"threads={t} B={b} {k:<18} train {r['train_samples_per_s']['median']:7.1f} samples/s "
+                      f"({r['train_gflop_per_s']:.0f} GFLOP/s, {100 * r['train_fraction_of_gemm_peak']:.0f}% of "
+                      f"GEMM peak){extra}; infer {r['infer_ms_per_sample']['median']:.2f} ms/sample")
     print(f"wrote {args.out}")
     return 0
 

@@ -102,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("--ablations", nargs="+", default=list(ABLATIONS))
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default: 1; on a shared 2-core machine more threads were much slower)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="training/evaluation precision (default: fp32; bf16 = CPU/CUDA autocast)")
     p.add_argument("--resume", action="store_true", help="keep finished runs found in --out (same settings)")
     p.add_argument("--out", default=str(HERE / "results" / "synthetic_learning.json"))
     args = p.parse_args(argv)
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
     done = {}
     if args.resume and out.is_file():  # keep finished runs of an interrupted benchmark with the same settings
         old = json.loads(out.read_text())
-        if old.get("train", {}).get("epochs") == args.epochs and old.get("data", {}).get("n_clips") == len(ds):
+        if (old.get("train", {}).get("epochs") == args.epochs and old.get("data", {}).get("n_clips") == len(ds)
+                and old.get("train", {}).get("precision", "fp32") == args.precision):
             done = {(r["ablation"], r["seed"]): r for r in old.get("runs", [])}
     for ab in args.ablations:
         per = []
@@ -140,7 +143,8 @@ def main(argv=None) -> int:
                 per.append(done[(ab, seed)])
                 runs.append(done[(ab, seed)])
                 continue
-            tc = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=seed, progress=False)
+            tc = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=seed, progress=False,
+                             precision=args.precision)
             t0 = time.perf_counter()
             res = run_protocol(ds, "kfold:5", None, tc, work / "runs" / f"{ab}_seed{seed}", ablation=ab, plots=False)
             dt = time.perf_counter() - t0
@@ -149,7 +153,8 @@ def main(argv=None) -> int:
                    "fold_uf1": [f["uf1"] for f in res["folds"]], "time_s": dt}
             per.append(rec)
             runs.append(rec)
-            atomic_write_text(out, json.dumps({"partial": True, "train": {"epochs": args.epochs},
+            atomic_write_text(out, json.dumps({"partial": True, "train": {"epochs": args.epochs,
+                                                                          "precision": args.precision},
                                                "data": {"n_clips": len(ds)}, "runs": runs}, indent=1))
             print(f"{ab:>4} seed {seed}: UF1 {rec['uf1']:.3f}  UAR {rec['uar']:.3f}  ({dt:.0f} s)", flush=True)
         uf, ufs = _ms([r["uf1"] for r in per])
@@ -167,7 +172,7 @@ def main(argv=None) -> int:
         "data": {"subjects": args.subjects, "clips_per_subject": args.clips, "n_clips": len(ds),
                  "classes": list(ds.class_names), "flow": args.flow, **prep},
         "train": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seeds": args.seeds,
-                  "warmup_epochs": "min(10, epochs // 5)", "beta_schedule": "constant 0.3", "optimizer": "AdamW"},
+                  "precision": args.precision, "warmup_epochs": "min(10, epochs // 5)", "beta_schedule": "constant 0.3", "optimizer": "AdamW"},
         "settings": settings, "baseline_majority": {"uf1_mean": bu, "uf1_sd": bus, "uar_mean": ba, "uar_sd": bas},
         "runs": runs,
         "machine": machine_info(start_load),

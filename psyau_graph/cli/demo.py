@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ._compute import add_compute_args, check_compute_args
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo", help="end-to-end demo on built-in synthetic data",
@@ -27,10 +29,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fed-repeats", type=int, default=2,
                    help="random 70/30 splits inside each client, for error bars (default: 2)")
     p.add_argument("--seed", type=int, default=0)
+    add_compute_args(p)  # training and federated rounds; preprocessing stays on the CPU workers
 
 
 def _check_args(args, ablations: list[str]) -> None:
     """Fail before any work starts, naming the argument (``psyau`` reports the ValueError)."""
+    check_compute_args(args)
     from ..nn.ablations import ABLATIONS
 
     for name in ("subjects", "clips_per_subject", "epochs", "folds", "local_epochs", "fed_repeats"):
@@ -84,7 +88,8 @@ def run(args) -> int:
     stages.update(1, "preprocessing done")
 
     rows = []
-    tcfg = TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=16, seed=args.seed)
+    tcfg = TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=16, seed=args.seed, device=args.device,
+                       precision=args.precision)
     print(f"[3/4] training, subject {args.folds}-fold, ablations {args.ablations}")
     for name in ablations:
         mcfg = FedPsyAUConfig.from_ablation(name, num_classes=dataset.num_classes)
@@ -102,7 +107,8 @@ def run(args) -> int:
                                  repeats=args.fed_repeats,
                                  out_dir=out / "federated",
                                  model_config=FedPsyAUConfig(num_classes=dataset.num_classes),
-                                 lr=1e-3, batch_size=16, seed=args.seed)
+                                 lr=1e-3, batch_size=16, seed=args.seed, device=args.device,
+                                 precision=args.precision)
         print(fed["table"])
         stages.update(1, "federated comparison done")
     print("\nresults (pooled predictions of all folds)")

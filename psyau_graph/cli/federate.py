@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ._compute import add_compute_args, check_compute_args
+
 STRATEGY_CHOICES = ("local", "fedavg", "fedprox", "p-fedprox")
 
 
@@ -53,6 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--node-data", nargs="+", default=None,
                    help="deployment: one data folder per SuperNode (each node reads only its own)")
     p.add_argument("--tls", action="store_true", help="deployment: TLS with a generated test CA")
+    add_compute_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -73,8 +76,10 @@ def run(args) -> int:
                   lr=args.lr, batch_size=args.batch_size, mu=args.mu, theta=args.theta,
                   repeats=args.repeats, seed=args.seed, min_clients=args.min_clients,
                   share_bn_stats=args.share_bn_stats, dp_noise_multiplier=args.dp_noise_multiplier,
-                  dp_clipping_norm=args.dp_clipping_norm, dp_delta=args.dp_delta)
+                  dp_clipping_norm=args.dp_clipping_norm, dp_delta=args.dp_delta,
+                  precision=args.precision, device=args.device)
     try:  # validate every configuration before anything starts
+        check_compute_args(args)
         configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}
     except ValueError as exc:
         print(f"psyau federate: error: {exc}", file=sys.stderr)

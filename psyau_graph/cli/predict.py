@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._compute import add_compute_args, check_compute_args
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict", help="predict the emotion and AUs of one clip",
@@ -25,12 +27,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="video: read frames sequentially from the start instead of seeking (for containers "
                         "whose seeking is unreliable; still keeps only the frames needed)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_compute_args(p)
     p.set_defaults(_run=run)
     return p
 
 
-def predict_features(model, rois, flow28, *, beta=None) -> dict:
-    """Probabilities for one clip's features.
+def predict_features(model, rois, flow28, *, beta=None, device="cpu", precision: str = "fp32") -> dict:
+    """Probabilities for one clip's features (the model runs on ``device`` under ``precision``).
 
     Shapes:
         rois: (65, 3, 5, 5); flow28: (3, 28, 28). Returns ``{"emotion": (C,), "au": (12,) | None}`` numpy.
@@ -41,12 +44,14 @@ def predict_features(model, rois, flow28, *, beta=None) -> dict:
     f = torch.as_tensor(flow28, dtype=torch.float32)
     if r.dim() != 4 or f.dim() != 3:
         raise ValueError(f"expected rois (65, 3, 5, 5) and flow28 (3, 28, 28), got {tuple(r.shape)}, {tuple(f.shape)}")
+    from psyau_graph.train.precision import autocast
+
     model.eval()
-    with torch.no_grad():
-        out = model(r[None], f[None], beta=beta)
+    with torch.no_grad(), autocast(precision, device):
+        out = model(r[None].to(device), f[None].to(device), beta=beta)
     au = out.au_gat if getattr(out, "au_gat", None) is not None else getattr(out, "au_afe", None)
-    return {"emotion": torch.softmax(out.logits[0].float(), -1).numpy(),
-            "au": None if au is None else torch.sigmoid(au[0].float()).numpy()}
+    return {"emotion": torch.softmax(out.logits[0].float(), -1).cpu().numpy(),
+            "au": None if au is None else torch.sigmoid(au[0].float()).cpu().numpy()}
 
 
 def run(args) -> int:
@@ -59,17 +64,23 @@ def run(args) -> int:
     from psyau_graph.preprocess.frames import open_clip
     from psyau_graph.preprocess.landmarks import parse_face_box
 
+    check_compute_args(args)
     face = parse_face_box(args.face_box, what="--face-box")
     model, ck = build_model(args.checkpoint)
+    model.to(args.device)
     method = args.flow or ck.get("flow_method") or "tvl1"
     # bad folder / video / frame numbers, no face: PsyauError or OSError -> one line, exit 2 (cli.main)
     clip = open_clip(args.frames, first_number=args.first_frame, seek=not args.no_seek)
-    feats = preprocess_clip(clip, args.onset, args.apex, flow=method, apex_window=args.apex_window, face=face)
-    probs = predict_features(model, feats.rois, feats.flow28, beta=ck.get("beta"))
+    flow_params = {"device": args.device} if method == "tvl1" and args.device != "cpu" else None
+    feats = preprocess_clip(clip, args.onset, args.apex, flow=method, apex_window=args.apex_window, face=face,
+                            flow_params=flow_params)
+    probs = predict_features(model, feats.rois, feats.flow28, beta=ck.get("beta"), device=args.device,
+                             precision=args.precision)
     names = list(ck.get("class_names") or [str(i) for i in range(len(probs["emotion"]))])
     result = {
         "frames": str(args.frames), "onset": args.onset, "apex": args.apex, "flow_method": method,
         "face_box": list(feats.face_box), "face_selection": feats.face_selection, "notes": feats.notes,
+        "device": args.device, "precision": args.precision,
         "prediction": names[int(probs["emotion"].argmax())],
         "emotion": {n: float(p) for n, p in zip(names, probs["emotion"])},
         "au": None if probs["au"] is None else {f"AU{a}": float(p) for a, p in zip(AUS, probs["au"])},

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._compute import add_compute_args, check_compute_args
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -40,6 +42,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)")
     p.add_argument("--no-final-model", action="store_true",
                    help="skip training the final model on all samples (model.pt)")
+    add_compute_args(p)
     p.set_defaults(_run=run)
     return p
 
@@ -52,6 +55,7 @@ def run(args) -> int:
     from psyau_graph.train.protocols import parse_protocol, run_protocol
 
     parse_protocol(args.protocol)  # fail fast on a bad protocol string
+    check_compute_args(args)
     if args.threads is not None:
         import torch
 
@@ -69,11 +73,12 @@ def run(args) -> int:
     tc = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
                      warmup_epochs=args.warmup_epochs, beta_schedule=args.beta_schedule, beta0=args.beta0,
                      seed=args.seed, grad_clip=args.grad_clip, num_workers=args.workers, select=args.select,
-                     val_frac=args.val_frac)
+                     val_frac=args.val_frac, device=args.device, precision=args.precision)
     res = run_protocol(dataset, args.protocol, None, tc, args.out, ablation=args.ablation,
                        final_model=not args.no_final_model, resume=args.resume,
                        checkpoint_extra={"flow_method": _cache_flow_method(args.data)},
                        extra={"data": str(args.data), "classes": args.classes, "threads": args.threads,
+                              "device": args.device, "precision": args.precision,
                               **({"megc_list": str(args.megc_list), "composite": composite} if composite else {})})
     print(format_summary(res))
     print(f"results: {Path(args.out) / 'results.json'}")

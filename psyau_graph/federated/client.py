@@ -114,20 +114,25 @@ def local_train(task: Task, full_state: Mapping, shared_in: Mapping | None, data
         check(client, rnd)
     seed = round_seed(cfg.seed, repeat, rnd, client)
     model = _model_with(task, full_state, shared_in)
+    compute = _compute_kwargs(cfg)
+    if compute:
+        model.to(cfg.device)
     torch.manual_seed(seed)  # after building the model: same random stream in every engine
     keys = keys if keys is not None else core.shared_keys(model, cfg.share_bn_stats,
                                                           cfg.exclude_prefixes)
     extra = None
     if cfg.uses_prox and shared_in is not None and cfg.mu > 0:
-        anchor = {k: v.detach().clone() for k, v in shared_in.items()}
+        anchor = {k: v.detach().to(cfg.device, copy=True) for k, v in shared_in.items()}
         extra = lambda m: core.prox_term(m, anchor, cfg.mu)  # noqa: E731
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     last = {}
     for epoch in range(cfg.local_epochs):
         loader = task.loader(data.dataset, data.train_idx, cfg.batch_size, True, seed + epoch)
-        last = task.train_epoch(model, loader, opt, extra)
-    new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        last = task.train_epoch(model, loader, opt, extra, **compute)
+    new_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    if compute:
+        model.to("cpu")  # the cached model object holds CPU tensors between rounds
     shared_out = core.select(new_state, keys)
     return new_state, shared_out, {"train_loss": float(last.get("loss", float("nan"))),
                                    "n_train": data.n_train}
@@ -141,10 +146,25 @@ def local_evaluate(task: Task, full_state: Mapping, shared_in: Mapping | None, d
         ``{"uf1", "uar", "acc", "loss", "n_test"}``.
     """
     model = _model_with(task, full_state, shared_in)
+    compute = _compute_kwargs(cfg)
     loader = task.loader(data.dataset, data.test_idx, cfg.batch_size, False, 0)
-    out = dict(task.evaluate(model, loader))
+    try:
+        out = dict(task.evaluate(model.to(cfg.device), loader, **compute))
+    finally:
+        model.to("cpu")
     out["n_test"] = int(len(data.test_idx))
     return out
+
+
+def _compute_kwargs(cfg: FederatedConfig) -> dict:
+    """``precision``/``device`` for the task's train/evaluate calls, only where not the defaults
+    (so tasks written before these settings keep working on CPU in fp32)."""
+    kw = {}
+    if getattr(cfg, "precision", "fp32") != "fp32":
+        kw["precision"] = cfg.precision
+    if str(getattr(cfg, "device", "cpu")) != "cpu":
+        kw["device"] = cfg.device
+    return kw
 
 
 def clone_state(state: Mapping) -> dict:

@@ -32,6 +32,10 @@ class FederatedConfig:
             Flower engines, fedavg/fedprox only (see :mod:`psyau_graph.federated.privacy`).
         dp_clipping_norm: L2 clipping norm C of each client's update (default: ``1.0``).
         dp_delta: δ at which ε is reported (default: ``1e-5``).
+        precision: local training and evaluation precision, ``"fp32" | "bf16" | "fp16"``
+            (see :mod:`psyau_graph.train.precision`) (default: ``"fp32"``).
+        device: torch device of local training and evaluation; model states are exchanged
+            on the CPU whatever it is (default: ``"cpu"``).
     """
 
     clients: int = 5
@@ -53,6 +57,8 @@ class FederatedConfig:
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 1.0
     dp_delta: float = 1e-5
+    precision: str = "fp32"
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.exclude_prefixes = tuple(self.exclude_prefixes)
@@ -85,6 +91,11 @@ class FederatedConfig:
         if self.dp_noise_multiplier > 0 and self.strategy not in ("fedavg", "fedprox"):
             raise ValueError("differential privacy (dp_noise_multiplier > 0) is available for "
                              f"fedavg and fedprox, not {self.strategy!r}")
+        from ..train.precision import check_precision
+        from ..train.device import check_device
+
+        check_device(self.device)
+        check_precision(self.precision, self.device)
         if num_subjects is not None and self.clients > num_subjects:
             raise ValueError(f"clients ({self.clients}) exceeds the number of subjects "
                              f"({num_subjects}): clients are disjoint subject groups")

@@ -41,9 +41,10 @@ class Task(Protocol):
                seed: int) -> Iterable: ...
 
     def train_epoch(self, model: nn.Module, loader, optimizer,
-                    extra_loss: Callable[[nn.Module], torch.Tensor] | None) -> dict: ...
+                    extra_loss: Callable[[nn.Module], torch.Tensor] | None, *, precision: str = "fp32",
+                    device: str = "cpu") -> dict: ...
 
-    def evaluate(self, model: nn.Module, loader) -> dict: ...
+    def evaluate(self, model: nn.Module, loader, *, precision: str = "fp32", device: str = "cpu") -> dict: ...
 
 
 # --------------------------------------------------------------------------- FED-PsyAU
@@ -90,16 +91,17 @@ class FedPsyAUTask:
         subset = dataset[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
         return make_loader(subset, batch_size, shuffle=shuffle, seed=int(seed))
 
-    def train_epoch(self, model, loader, optimizer, extra_loss):
+    def train_epoch(self, model, loader, optimizer, extra_loss, *, precision="fp32", device="cpu"):
         from ..train.fit import train_one_epoch
         return dict(train_one_epoch(model, loader, optimizer,
                                     loss_weights=tuple(self._config().loss_weights),
-                                    extra_loss=extra_loss, progress=False))
+                                    extra_loss=extra_loss, progress=False, precision=precision, device=device))
 
-    def evaluate(self, model, loader):
+    def evaluate(self, model, loader, *, precision="fp32", device="cpu"):
         from ..train.fit import evaluate
         out = evaluate(model, loader, num_classes=self.num_classes,
-                       loss_weights=tuple(self._config().loss_weights), progress=False)
+                       loss_weights=tuple(self._config().loss_weights), progress=False,
+                       precision=precision, device=device)
         return {k: float(out[k]) for k in ("uf1", "uar", "acc", "loss") if k in out}
 
 
@@ -162,14 +164,19 @@ class ToyTask:
         if (int(client), int(rnd)) in self.fail:
             raise RuntimeError(f"injected failure of client {client} in round {rnd}")
 
-    def train_epoch(self, model, loader, optimizer, extra_loss):
+    def train_epoch(self, model, loader, optimizer, extra_loss, *, precision="fp32", device="cpu"):
+        from ..train.precision import autocast
+
         model.train()
         total, n = 0.0, 0
         for x, y in loader:
             if len(y) < 2:  # BatchNorm needs 2 samples in training mode
                 continue
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
+            with autocast(precision, device):
+                logits = model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
             loss.backward()
@@ -179,11 +186,15 @@ class ToyTask:
         return {"loss": total / max(n, 1)}
 
     @torch.no_grad()
-    def evaluate(self, model, loader):
+    def evaluate(self, model, loader, *, precision="fp32", device="cpu"):
+        from ..train.precision import autocast
+
         model.eval()
         ys, ps, total, n = [], [], 0.0, 0
         for x, y in loader:
-            logits = model(x)
+            with autocast(precision, device):
+                logits = model(x.to(device))
+            logits = logits.float().cpu()
             total += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             n += len(y)
             ys.append(y)

@@ -5,7 +5,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import Parameter
 
 from torch_geometric import is_compiling
@@ -285,7 +285,7 @@ class DPKGATConv(MessagePassing):
 
         prior: Optional[Tensor] = None
         if edge_prior is not None:
-            prior = self._check_prior(edge_prior, edge_index).to(x_src_in.dtype)
+            prior = self._check_prior(edge_prior, edge_index).to(_acc_dtype(x_src_in.dtype))
         if edge_attr is not None and edge_attr.size(0) != edge_index.size(1):
             raise ValueError(f"edge_attr must have {edge_index.size(1)} rows (one per edge), "
                              f"got {tuple(edge_attr.shape)}")
@@ -303,8 +303,10 @@ class DPKGATConv(MessagePassing):
         else:
             x_src = self.lin_src(x_src_in).view(-1, H, C)
             x_dst = None if x_dst_in is None else self.lin_dst(x_dst_in).view(-1, H, C)
-        alpha_src = (x_src * self.att_src).sum(dim=-1)
-        alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(dim=-1)
+        # attention logits, softmax and mixing in the accumulation dtype (fp32 under autocast)
+        acc = _acc_dtype(x_src.dtype)
+        alpha_src = (x_src.to(acc) * self.att_src).sum(dim=-1)
+        alpha_dst = None if x_dst is None else (x_dst.to(acc) * self.att_dst).sum(dim=-1)
 
         if self.add_self_loops:
             num_loops = x_src.size(0) if x_dst is None else min(x_src.size(0), x_dst.size(0))
@@ -510,7 +512,7 @@ class DPKGATConv(MessagePassing):
         if prior is not None:
             if prior.shape != (N, N):
                 raise ValueError(f"prior must have shape ({N}, {N}), got {tuple(prior.shape)}")
-            prior = prior.to(x.dtype)
+            prior = prior.to(_acc_dtype(x.dtype))
             if not is_compiling():
                 _check_finite_non_negative(prior.flatten(), "prior", "flat entry")
             prior = prior.masked_fill(~mask, 0.0)
@@ -527,16 +529,36 @@ class DPKGATConv(MessagePassing):
             mask = mask | eye
 
         res = self.res(x) if self.res is not None else None
-        f = self.lin(x).view(B, N, H, C).transpose(1, 2)  # (B, H, N, C)
-        a_src = (f * self.att_src.view(1, H, 1, C)).sum(-1)  # (B, H, N)
-        a_dst = (f * self.att_dst.view(1, H, 1, C)).sum(-1)
-        e = a_src.unsqueeze(-2) + a_dst.unsqueeze(-1)  # (B, H, N_i, N_j)
-        e = F.leaky_relu(e, self.negative_slope).masked_fill(~mask, float("-inf"))
-        alpha = torch.softmax(e, dim=-1).masked_fill(~mask, 0.0)  # rows without edges: 0
+        acc = _acc_dtype(x.dtype)
+        # attention logits a_s = att_src · (W x), a_t = att_dst · (W x): the attention vectors are
+        # folded into the weight, (2H, F_in), so they cost one thin matrix product instead of a
+        # product and a sum over (B, H, N, C); computed in the accumulation dtype (fp32 under
+        # autocast). Without autocast the two products are one: x @ [W; W_att]^T.
+        autocast = torch.is_autocast_enabled(x.device.type)
+        with torch.autocast(x.device.type, enabled=False):
+            w = self.lin.weight if not isinstance(self.lin.weight, nn.parameter.UninitializedParameter) else None
+            if w is None:  # lazy in_channels=-1: the first call materialises the weight
+                self.lin(x.to(acc))
+                w = self.lin.weight
+            wh = w.view(H, C, -1).to(acc)
+            w_att = torch.cat([torch.einsum("hc,hcf->hf", self.att_src.view(H, C).to(acc), wh),
+                               torch.einsum("hc,hcf->hf", self.att_dst.view(H, C).to(acc), wh)])
+            if not autocast and x.dtype == acc and self.lin.bias is None:
+                y = F.linear(x, torch.cat([w, w_att]))  # (B, N, H·C + 2H)
+                f, a = y.split([H * C, 2 * H], dim=-1)  # split: its backward is a cat, not zero-fill + copy
+                a = a.transpose(1, 2)
+            else:
+                f, a = None, F.linear(x.to(acc), w_att).transpose(1, 2)  # (B, 2H, N)
+        if f is None:
+            f = self.lin(x)  # bf16/fp16 under autocast
+        f = f.reshape(B, N, H, C).transpose(1, 2)  # (B, H, N, C)
+        e = a[:, :H].unsqueeze(-2) + a[:, H:].unsqueeze(-1)  # (B, H, N_i, N_j)
+        alpha = _masked_softmax(F.leaky_relu(e, self.negative_slope), mask)  # rows without edges: 0
 
         if prior is not None and not (isinstance(beta_t, float) and beta_t == 0.0):
+            prior = prior.to(acc)
             if isinstance(beta_t, Tensor):
-                beta_t = beta_t.to(alpha.dtype)
+                beta_t = beta_t.to(acc)
             if self.prior_mode == "authors":
                 d = torch.softmax(prior.masked_fill(~mask, float("-inf")), dim=-1).masked_fill(~mask, 0.0)
                 alpha = torch.lerp(alpha, d.expand_as(alpha), beta_t)
@@ -544,11 +566,11 @@ class DPKGATConv(MessagePassing):
             else:
                 mass = prior.sum(-1, keepdim=True)
                 d = prior / mass.clamp_min(torch.finfo(prior.dtype).tiny)
-                weight = ((mass > 0) * beta_t).to(alpha.dtype).expand_as(alpha)
+                weight = ((mass > 0) * beta_t).to(acc).expand_as(alpha)
                 alpha = torch.lerp(alpha, d.expand_as(alpha), weight)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
 
-        out = (alpha @ f).transpose(1, 2)  # (B, N, H, C)
+        out = torch.matmul(alpha.to(f.dtype), f).transpose(1, 2)  # (B, N, H, C)
         out = out.reshape(B, N, H * C) if self.concat else out.mean(dim=2)
         if res is not None:
             out = out + res
@@ -563,6 +585,22 @@ class DPKGATConv(MessagePassing):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype for attention logits, softmax and prior mixing: at least fp32 (fp64 stays fp64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _masked_softmax(e: Tensor, mask: Tensor) -> Tensor:
+    """Softmax of ``e (..., N, N)`` over the last dim restricted to ``mask (N, N)``; 0 off the
+    mask and on rows without entries. Written out (max-shift, exp, normalise) because
+    ``torch.softmax`` over a last dimension of 12 is several times slower on CPU; the max is
+    detached (the result does not depend on it, so the gradient is unchanged)."""
+    e = e.masked_fill(~mask, float("-inf"))
+    m = e.detach().amax(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).min)  # finite on empty rows
+    p = torch.exp(e - m)
+    return p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
 
 
 def _check_beta(beta: BetaLike, name: str) -> BetaLike:

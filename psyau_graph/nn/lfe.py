@@ -3,15 +3,84 @@
 One small CNN shared by every ROI patch. All ROIs of the batch go through it in a
 single call: ``(B, K, 3, 5, 5)`` is reshaped to ``(B·K, 3, 5, 5)`` (the authors loop
 over the 65 ROIs in Python, which is what makes their model slow on CPU).
+
+Two equal ways to run the three convolutions (``impl``):
+
+* ``"conv"`` (default): ``nn.Conv2d`` (optionally channels-last). In eval mode each
+  BatchNorm (then a fixed affine map) is folded into its convolution's weight and bias,
+  so a layer is one convolution + ReLU (same result up to rounding; LFE inference at
+  B = 256, 2 threads: 0.26 → 0.16 s).
+* ``"gemm"``: on a P×P patch a 3×3 convolution with padding 1 is a linear
+  map from ``C_in·P²`` to ``C_out·P²`` numbers. :func:`conv_as_matrix` writes that map
+  as one ``(C_in·P², C_out·P²)`` matrix built from the convolution weight (a fixed 0/1
+  placement tensor times the weight, so gradients reach the weight), and the layer
+  becomes one matrix product over all patches. It does about 2.8× the multiply-adds of
+  the convolution (the matrix keeps the zeros of the 3×3 stencil) but runs at the GEMM
+  rate, which small-spatial convolutions do not reach on CPU, and it uses bf16 matrix
+  units under autocast. BatchNorm and ReLU are the same modules on the same values.
+  Measured on a 2-core AVX-512/AMX CPU (training step of the LFE alone, B·65 = 16,640
+  patches, 2 threads) it is *slower* than the convolutions: 1.26 s vs 0.52 s in fp32
+  and 0.44 s vs 0.35 s under bf16 autocast (the 2.8× extra multiply-adds outweigh the
+  higher GEMM rate; BatchNorm and ReLU, memory-bound, cost the same in both). It is
+  kept as an exact alternative for hardware where dense GEMMs win (``benchmarks/README.md``).
 """
 from __future__ import annotations
 
+from typing import Dict, Tuple
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+IMPLS = ("gemm", "conv")
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+_PLACEMENT: Dict[Tuple[int, int, str], Tensor] = {}
+
+
+def _placement(p: int, k: int, device: torch.device) -> Tensor:
+    """0/1 tensor ``S (k·k, p·p, p·p)``: ``S[t, q_in, q_out] = 1`` when input pixel ``q_in`` sits
+    under tap ``t`` of the k×k kernel centred on output pixel ``q_out`` (zero padding k // 2)."""
+    key = (p, k, str(device))
+    s = _PLACEMENT.get(key)
+    if s is None:
+        s = torch.zeros(k * k, p * p, p * p)
+        r = k // 2
+        for oy in range(p):
+            for ox in range(p):
+                for dy in range(k):
+                    for dx in range(k):
+                        iy, ix = oy + dy - r, ox + dx - r
+                        if 0 <= iy < p and 0 <= ix < p:
+                            s[dy * k + dx, iy * p + ix, oy * p + ox] = 1.0
+        s = s.to(device)
+        _PLACEMENT[key] = s
+    return s
+
+
+def conv_as_matrix(weight: Tensor, p: int) -> Tensor:
+    r"""The matrix of a stride-1, zero-padded ("same") convolution on P×P maps.
+
+    ``x.flatten(1) @ conv_as_matrix(w, P)`` equals ``conv2d(x, w, padding=k // 2).flatten(1)``
+    for ``x`` of shape ``(N, C_in, P, P)`` (channel-major flattening on both sides).
+
+    Args:
+        weight (Tensor): ``(C_out, C_in, k, k)`` convolution weight, k odd.
+        p (int): side of the square maps.
+
+    Returns:
+        Tensor ``(C_in·P², C_out·P²)``, differentiable in ``weight``.
+    """
+    cout, cin, k, k2 = weight.shape
+    if k != k2 or k % 2 == 0:
+        raise ValueError(f"conv_as_matrix needs an odd square kernel, got {tuple(weight.shape)}")
+    s = _placement(p, k, weight.device).to(weight.dtype)
+    m = torch.einsum("oit,tab->iaob", weight.reshape(cout, cin, k * k), s)  # (C_in, P², C_out, P²)
+    return m.reshape(cin * p * p, cout * p * p)
 
 
 class LFE(nn.Module):
@@ -23,13 +92,16 @@ class LFE(nn.Module):
         in_channels (int, optional): channels of a ROI patch (u, v, strain). (default: ``3``)
         widths (tuple[int, int], optional): the two hidden widths. (default: ``(32, 64)``)
         out_channels (int, optional): output channels. (default: ``3``)
-        channels_last (bool, optional): run the convolutions in channels-last memory
-            format; on CPU this is markedly faster for the many tiny 5×5 maps (about 1.8× for
-            a training step of the LFE at B = 256, single thread). Same result. (default: ``True``)
-        eval_chunk (int, optional): in eval mode, run the patches in chunks of this many
+        impl (str, optional): ``"conv"`` (``nn.Conv2d``) or ``"gemm"`` (each convolution as
+            one matrix product over all patches, see the module doc). Same parameters,
+            same state dict, same result up to float rounding. (default: ``"conv"``)
+        channels_last (bool, optional): ``impl="conv"`` only: run the convolutions in
+            channels-last memory format (on CPU markedly faster for tiny 5×5 maps).
+            (default: ``True``)
+        eval_chunk (int, optional): in eval mode (where ``impl="conv"`` also folds each
+            BatchNorm, then an affine map, into its convolution), run the patches in chunks of this many
             (BatchNorm then uses its running statistics, so the result is the same as one
-            call); chunks that fit the CPU cache made eval-mode LFE about 2× faster at
-            B = 256 (65 · 256 patches; ``benchmarks/README.md``). In training mode BatchNorm
+            call); chunks that fit the CPU cache are faster. In training mode BatchNorm
             needs the statistics of all patches of the batch, so it is always one call.
             ``0`` disables chunking. (default: ``512``)
 
@@ -39,10 +111,13 @@ class LFE(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, widths: tuple[int, int] = (32, 64), out_channels: int = 3,
-                 channels_last: bool = True, eval_chunk: int = 512):
+                 channels_last: bool = True, eval_chunk: int = 512, impl: str = "conv"):
         super().__init__()
         if not isinstance(eval_chunk, int) or eval_chunk < 0:
             raise ValueError(f"eval_chunk must be an int >= 0, got {eval_chunk!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.impl = impl
         self.channels_last = channels_last
         self.eval_chunk = eval_chunk
         self.in_channels = in_channels
@@ -55,17 +130,69 @@ class LFE(nn.Module):
         )
 
     def _run(self, x: Tensor) -> Tensor:
+        if not self.training and self.impl == "conv" and self._bn_eval():
+            folded = self._folded()
+            chunks = x.split(self.eval_chunk) if 0 < self.eval_chunk < x.shape[0] else (x,)
+            out = [self._run_conv_folded(c, folded) for c in chunks]
+            return out[0] if len(out) == 1 else torch.cat(out)
+        run = self._run_gemm if self.impl == "gemm" else self._run_conv
         if not self.training and 0 < self.eval_chunk < x.shape[0]:
-            return torch.cat([self._run_one(c) for c in x.split(self.eval_chunk)])
-        return self._run_one(x)
+            if self.impl == "gemm":
+                mats = self._matrices(x.shape[-1])
+                return torch.cat([self._run_gemm(c, mats) for c in x.split(self.eval_chunk)])
+            return torch.cat([run(c) for c in x.split(self.eval_chunk)])
+        return run(x)
 
-    def _run_one(self, x: Tensor) -> Tensor:
+    def _bn_eval(self) -> bool:
+        """Every BatchNorm is in eval mode with running statistics (so it is an affine map)."""
+        return all(not b[1].training and b[1].track_running_stats and b[1].running_mean is not None
+                   for b in self.net)
+
+    def _folded(self):
+        """Eval-mode BatchNorm folded into the preceding convolution: ``(weight, bias)`` per layer,
+        ``w' = w·γ/√(σ²+ε)``, ``b' = β − μ·γ/√(σ²+ε)`` (the same affine map, one pass less)."""
+        out = []
+        for conv, bn, _ in self.net:
+            scale = bn.running_var.add(bn.eps).rsqrt()
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            bias = -bn.running_mean * scale
+            if bn.bias is not None:
+                bias = bias + bn.bias
+            out.append((conv.weight * scale.view(-1, 1, 1, 1), bias))
+        return out
+
+    def _run_conv_folded(self, x: Tensor, folded) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for w, b in folded:
+            x = F.relu(F.conv2d(x, w, b, padding=w.shape[-1] // 2), inplace=True)
+        return x.contiguous()
+
+    def _run_conv(self, x: Tensor) -> Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x).contiguous()
 
+    def _matrices(self, p: int):
+        return [conv_as_matrix(block[0].weight, p) for block in self.net]
+
+    def _run_gemm(self, x: Tensor, mats=None) -> Tensor:
+        n, _, p, p2 = x.shape
+        if p != p2:
+            raise ValueError(f"LFE(impl='gemm') needs square patches, got {p}×{p2}")
+        mats = mats if mats is not None else self._matrices(p)
+        h = x.reshape(n, -1)
+        for block, m in zip(self.net, mats):
+            h = h @ m  # (n, C·P²)
+            h = block[1](h.view(n, -1, p, p))  # the layer's BatchNorm2d, same statistics as after the conv
+            h = F.relu(h, inplace=True).reshape(n, -1)
+        return h.view(n, -1, p, p)
+
     def forward(self, rois: Tensor) -> Tensor:
         if rois.dim() == 4:
+            if rois.shape[1] != self.in_channels:
+                raise ValueError(f"rois: expected (N, {self.in_channels}, P, P), got {tuple(rois.shape)}")
             return self._run(rois)
         if rois.dim() != 5 or rois.shape[2] != self.in_channels:
             raise ValueError(f"rois: expected (B, K, {self.in_channels}, P, P) or (N, {self.in_channels}, P, P), "
@@ -75,4 +202,4 @@ class LFE(nn.Module):
         return out.reshape(b, k, *out.shape[1:])
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels} -> {self.widths[0]} -> {self.widths[1]} -> {self.out_channels}"
+        return f"{self.in_channels} -> {self.widths[0]} -> {self.widths[1]} -> {self.out_channels}, impl={self.impl!r}"

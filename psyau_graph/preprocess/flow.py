@@ -196,8 +196,14 @@ def _farneback_flow(a: np.ndarray, b: np.ndarray, params: dict) -> np.ndarray:
 
 def _tvl1_batch(a: np.ndarray, b: np.ndarray, params: dict) -> np.ndarray:
     p = params.pop("params", None)
-    flow = tvl1_flow(torch.tensor(_as_float(a)), torch.tensor(_as_float(b)), p, **params)
-    return flow.numpy()
+    device = params.pop("device", None)  # TV-L1 runs where its input tensors are (e.g. "cuda")
+    if device is not None:
+        from ..train.device import check_device
+
+        device = check_device(device)
+    flow = tvl1_flow(torch.tensor(_as_float(a), device=device), torch.tensor(_as_float(b), device=device),
+                     p, **params)
+    return flow.cpu().numpy()
 
 
 # ---------------------------------------------------------------- public API
@@ -215,7 +221,8 @@ def compute_flow(onset: Array, apex: Array, method: str = "tvl1", *, match_brigh
             (:func:`match_brightness`); use it where the lighting flickers between frames.
             (default: ``False``)
         **params: method parameters: :class:`TVL1Params` fields (or ``params=TVL1Params(...)``)
-            for TV-L1, keys of ``DIS_DEFAULTS`` / ``FARNEBACK_DEFAULTS`` for the others.
+            and ``device`` (torch device to run on, e.g. ``"cuda"``) for TV-L1, keys of
+            ``DIS_DEFAULTS`` / ``FARNEBACK_DEFAULTS`` for the others.
 
     Returns:
         float32 flow, channel 0 = u (x), 1 = v (y): ``apex(x+u, y+v) ≈ onset(x, y)``.

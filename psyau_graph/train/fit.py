@@ -47,6 +47,7 @@ from ..progress import LineProgress
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import au_f1 as _au_f1
 from .metrics import classification_report
+from .precision import autocast, check_precision, grad_scaler, outputs_to_float
 
 __all__ = [
     "TrainConfig", "FitResult", "seed_everything", "effective_warmup_epochs", "make_loader",
@@ -80,6 +81,8 @@ class TrainConfig:
         val_frac: fraction of training *subjects* carved out as validation when
             ``select="val"`` in protocols (default: 0.15).
         progress: show tqdm bars (default: True; hidden automatically off-TTY).
+        precision: ``"fp32"`` (default), ``"bf16"`` (autocast on CPU or CUDA) or ``"fp16"``
+            (CUDA autocast with a gradient scaler); see :mod:`psyau_graph.train.precision`.
     """
 
     epochs: int = 50
@@ -98,8 +101,13 @@ class TrainConfig:
     select: str = "last"
     val_frac: float = 0.15
     progress: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self):
+        from .device import check_device
+
+        check_device(self.device)
+        check_precision(self.precision, self.device)
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"TrainConfig.epochs must be a positive int, got {self.epochs!r}")
         if self.batch_size < 1:
@@ -217,7 +225,7 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
                     extra_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None,
                     scheduler=None, loss_fn=None, grad_clip: float | None = None,
                     device: str | torch.device = "cpu", progress: bool = True,
-                    desc: str = "train") -> dict:
+                    desc: str = "train", precision: str = "fp32", scaler=None) -> dict:
     """One pass over ``loader`` with gradient steps.
 
     Args:
@@ -232,6 +240,10 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
         loss_fn: ``loss_fn(out, y, au, weights=...) -> (loss, parts)`` (default:
             ``psyau_graph.nn.fedpsyau_loss``).
         grad_clip: max gradient norm (default: None).
+        precision: ``"fp32"|"bf16"|"fp16"``: the forward pass runs under that autocast; the
+            loss is computed in fp32 (default: ``"fp32"``).
+        scaler: a ``torch.amp.GradScaler`` (needed for useful fp16 training; default: one is
+            made for ``"fp16"``, none otherwise).
 
     Shapes:
         batches: ``x`` (B·65, 3, 5, 5), ``flow`` (B, 3, 28, 28), ``y`` (B,), ``au`` (B, 12).
@@ -240,12 +252,18 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
         ``{"loss": mean loss per sample, "n": samples, "lr": last lr, <part>: mean, "extra": mean}``.
     """
     loss_fn = loss_fn or _default_loss_fn()
+    if scaler is None:
+        scaler = grad_scaler(precision, device)
+    else:
+        check_precision(precision, device)
     model.train()
     tot, n, parts_sum, extra_sum = 0.0, 0, {}, 0.0
     for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
         batch = batch.to(device)
         y, au = _labels(batch, device)
-        out = model_forward(model, batch, beta=beta)
+        with autocast(precision, device):
+            out = model_forward(model, batch, beta=beta)
+        out = outputs_to_float(out)
         loss, parts = loss_fn(out, y, au, weights=tuple(loss_weights))
         if extra_loss is not None:
             ex = extra_loss(model)
@@ -255,10 +273,18 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
             raise FloatingPointError(f"non-finite training loss {float(loss)} (parts: "
                                      f"{ {k: _float(v) for k, v in (parts or {}).items()} })")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        if scaler is not None:  # fp16: scaled backward, unscale before clipping, skip steps with inf
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
         if scheduler is not None:
             scheduler.step()
         bs = len(y)
@@ -279,7 +305,7 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
 @torch.no_grad()
 def evaluate(model, loader, *, num_classes: int, loss_weights=DEFAULT_LOSS_WEIGHTS, beta=None,
              loss_fn=None, class_names: Sequence[str] | None = None,
-             device: str | torch.device = "cpu", progress: bool = False) -> dict:
+             device: str | torch.device = "cpu", progress: bool = False, precision: str = "fp32") -> dict:
     """Predict every sample of ``loader`` and score it.
 
     Args:
@@ -288,6 +314,7 @@ def evaluate(model, loader, *, num_classes: int, loss_weights=DEFAULT_LOSS_WEIGH
         num_classes: number of classes C.
         loss_weights, beta, loss_fn: as in :func:`train_one_epoch`.
         class_names: names for the report (default: indices).
+        precision: autocast of the forward pass, ``"fp32"|"bf16"|"fp16"`` (default: ``"fp32"``).
 
     Shapes:
         batches as in :func:`train_one_epoch`; outputs below with N = samples.
@@ -309,7 +336,9 @@ def evaluate(model, loader, *, num_classes: int, loss_weights=DEFAULT_LOSS_WEIGH
     for batch in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
         batch = batch.to(device)
         y, au = _labels(batch, device)
-        out = model_forward(model, batch, beta=beta)
+        with autocast(precision, device):
+            out = model_forward(model, batch, beta=beta)
+        out = outputs_to_float(out)
         loss, _ = loss_fn(out, y, au, weights=tuple(loss_weights))
         tot += float(loss) * len(y)
         n += len(y)
@@ -365,7 +394,7 @@ def _make_beta_schedule(config: TrainConfig):
 
 
 _RESUME_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "warmup_epochs", "beta_schedule", "beta0", "seed",
-                "grad_clip", "loss_weights", "select")
+                "grad_clip", "loss_weights", "select", "precision")
 
 
 def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=None, resume: bool = False,
@@ -410,6 +439,7 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warm_steps) if warm_steps > 0 else 1.0)
     beta_sched = _make_beta_schedule(config)
+    scaler = grad_scaler(config.precision, device)
     history: list[dict] = []
     start, best_uf1, best_epoch, best_state = 0, -math.inf, 0, None
     last_beta = None
@@ -445,14 +475,15 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
             rec = train_one_epoch(model, loader, optimizer, loss_weights=loss_weights, beta=beta,
                                   extra_loss=extra_loss, scheduler=scheduler, loss_fn=loss_fn,
                                   grad_clip=config.grad_clip, device=device, progress=config.progress,
-                                  desc=f"epoch {epoch + 1}")
+                                  desc=f"epoch {epoch + 1}", precision=config.precision, scaler=scaler)
             if beta_sched is not None:
                 beta_sched.step()
             last_beta = beta
             rec = {"epoch": epoch + 1, **rec, "beta": beta}
             if val_loader is not None:
                 ev = evaluate(model, val_loader, num_classes=num_classes, loss_weights=loss_weights, beta=beta,
-                              loss_fn=loss_fn, class_names=class_names, device=device)
+                              loss_fn=loss_fn, class_names=class_names, device=device,
+                              precision=config.precision)
                 rec.update({f"val_{k}": ev[k] for k in ("loss", "uf1", "uar", "acc", "au_f1")})
                 score = ev["uf1"] if not math.isnan(ev["uf1"]) else -math.inf
                 if config.select == "val" and score > best_uf1:

@@ -375,7 +375,8 @@ def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig
         test_set = _subset(dataset, fold["test"])
         ev = evaluate(model, make_loader(test_set, train_config.batch_size, shuffle=False), num_classes=num_classes,
                       loss_weights=train_config.loss_weights or getattr(mcfg, "loss_weights", (0.2, 0.8, 0.8)),
-                      beta=res.beta, loss_fn=loss_fn, class_names=class_names, device=train_config.device)
+                      beta=res.beta, loss_fn=loss_fn, class_names=class_names, device=train_config.device,
+                      precision=train_config.precision)
         test_idx = np.asarray(fold["test"])
         pred = {"index": test_idx, "y_true": ev["y_true"], "y_pred": ev["y_pred"], "probabilities": ev["probabilities"],
                 "au_true": ev["au_true"], "au_prob": ev["au_prob"]}

@@ -1,0 +1,52 @@
+"""The dense DPK-GAT computation as it was before the speed work (for ``model_speed.py``).
+
+The previous ``DPKGATConv.forward_dense`` for the configurations the model uses (paper
+prior mode, no added self loops, no residual): attention logits as a product and a sum over
+``(B, H, N, C)``, ``torch.softmax`` over the last dimension of 12, ``torch.lerp`` mixing.
+:func:`use_previous_dense` swaps it into every ``DPKGATConv`` of a model copy, so the
+benchmark measures "before" and "after" in the same process, interleaved.
+"""
+from __future__ import annotations
+
+import copy
+import types
+
+import torch
+import torch.nn.functional as F
+
+from psyau_graph.nn.dpk_gat_conv import DPKGATConv
+
+
+def _previous_forward_dense(self, x, adj, prior=None, beta=None, return_attention_weights=None):
+    if self.add_self_loops or self.res is not None or self.prior_mode != "paper":
+        raise NotImplementedError("the previous-dense stand-in covers the model's configuration only")
+    b, n, _ = x.shape
+    h, c = self.heads, self.out_channels
+    mask = adj != 0
+    beta = self.beta if beta is None else beta
+    f = self.lin(x).view(b, n, h, c).transpose(1, 2)
+    a_src = (f * self.att_src.view(1, h, 1, c)).sum(-1)
+    a_dst = (f * self.att_dst.view(1, h, 1, c)).sum(-1)
+    e = F.leaky_relu(a_src.unsqueeze(-2) + a_dst.unsqueeze(-1), self.negative_slope).masked_fill(~mask, float("-inf"))
+    alpha = torch.softmax(e, dim=-1).masked_fill(~mask, 0.0)
+    if prior is not None and not (isinstance(beta, float) and beta == 0.0):
+        prior = prior.to(x.dtype).masked_fill(~mask, 0.0)
+        mass = prior.sum(-1, keepdim=True)
+        d = prior / mass.clamp_min(torch.finfo(prior.dtype).tiny)
+        weight = ((mass > 0) * beta).to(alpha.dtype).expand_as(alpha)
+        alpha = torch.lerp(alpha, d.expand_as(alpha), weight)
+    alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+    out = (alpha @ f).transpose(1, 2)
+    out = out.reshape(b, n, h * c) if self.concat else out.mean(dim=2)
+    if self.bias is not None:
+        out = out + self.bias
+    return (out, alpha) if return_attention_weights else out
+
+
+def use_previous_dense(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` whose DPK-GAT layers run the previous dense computation."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, DPKGATConv):
+            m.forward_dense = types.MethodType(_previous_forward_dense, m)
+    return model
