@@ -44,6 +44,9 @@ class FedPsyAUConfig:
         heads (int): heads of the first DPK-GAT layer. (default: ``3``)
         hidden (int): channels per head of the first DPK-GAT layer. (default: ``64``)
         dropout (float): DPK-GAT attention dropout and DSI dropout. (default: ``0.5``)
+        feat_dropout (float): DPK-GAT feature dropout before each layer (authors: 0.5).
+            (default: ``0.5``)
+        au_dropout (float): dropout on the hidden layer of both AU heads. (default: ``0.5``)
         beta (float): prior weight β used when ``forward`` gets none. (default: ``0.3``)
         loss_weights (tuple): (α1 CE, α2 AFE BCE, α3 GAT BCE). (default: ``(0.2, 0.8, 0.8)``)
         ablation (str): Table 3 setting, I … XII; fills every switch left as None.
@@ -67,6 +70,8 @@ class FedPsyAUConfig:
     heads: int = 3
     hidden: int = 64
     dropout: float = 0.5
+    feat_dropout: float = 0.5
+    au_dropout: float = 0.5
     beta: float = 0.3
     loss_weights: Tuple[float, float, float] = DEFAULT_LOSS_WEIGHTS
     ablation: str = "VI"
@@ -107,6 +112,9 @@ class FedPsyAUConfig:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("feat_dropout", "au_dropout"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.gat_impl not in IMPLS:
             raise ValueError(f"gat_impl must be one of {IMPLS}, got {self.gat_impl!r}")
         if self.heads < 1 or self.hidden < 1:
@@ -162,14 +170,15 @@ class AUModule(nn.Module):
         self.sse = SSE(NUM_ROIS, ROI_SHAPE, heads=c.sse_heads, dim_feedforward=c.sse_ff,
                        dropout=c.sse_dropout) if c.use_sse else None
         self.afe = AFE(grouping=c.au_grouping, num_rois=NUM_ROIS)
-        self.afe_head = AUHead(NUM_AUS, 25, c.au_hidden)
+        self.afe_head = AUHead(NUM_AUS, 25, c.au_hidden, dropout=c.au_dropout)
         self.gat = self.gat_head = None
         if c.has_gat:
             self.gat = DPKGAT(local=c.local_gat, global_=c.global_gat, psych_prior=c.psych_prior,
                               prior=c.prior if c.data_prior else None, in_channels=25, hidden=c.hidden,
-                              heads=c.heads, dropout=c.dropout, negative_slope=c.negative_slope, beta=c.beta,
+                              heads=c.heads, dropout=c.dropout, feat_dropout=c.feat_dropout,
+                              negative_slope=c.negative_slope, beta=c.beta,
                               prior_mode=c.prior_mode, impl=c.gat_impl)
-            self.gat_head = AUHead(NUM_AUS, 25, c.au_hidden)
+            self.gat_head = AUHead(NUM_AUS, 25, c.au_hidden, dropout=c.au_dropout)
 
     frozen: bool = False
 
