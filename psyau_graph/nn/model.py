@@ -55,6 +55,10 @@ class FedPsyAUConfig:
             a CSV path) used when ``data_prior``. (default: ``"dfme"``)
         use_lfe, use_sse, local_gat, global_gat, dual_stream, au_grouping, psych_prior,
         data_prior (bool | None): architecture switches; None = from ``ablation``.
+        overrides (tuple | None): names of the switches set explicitly (they win over
+            ``ablation``'s values); None = the switches given as non-None. Kept so that
+            :func:`psyau_graph.train.protocols.resolve_model_config` can tell an explicit
+            switch from one filled in by the ablation. (default: ``None``)
         sse_heads (int): SSE attention heads (paper 3, authors' code 5). (default: ``3``)
         sse_ff (int): SSE feed-forward width. (default: ``256``)
         sse_dropout (float): dropout inside the SSE layer. (default: ``0.1``)
@@ -84,6 +88,7 @@ class FedPsyAUConfig:
     au_grouping: Optional[bool] = None
     psych_prior: Optional[bool] = None
     data_prior: Optional[bool] = None
+    overrides: Optional[Tuple[str, ...]] = None
     sse_heads: int = 3
     sse_ff: int = 256
     sse_dropout: float = 0.1
@@ -97,6 +102,13 @@ class FedPsyAUConfig:
     def __post_init__(self):
         switches = ablation_switches(self.ablation)
         self.ablation = str(self.ablation).strip().upper()
+        if self.overrides is None:
+            self.overrides = tuple(n for n in SWITCHES if getattr(self, n) is not None)
+        else:
+            self.overrides = tuple(self.overrides)
+            unknown = [n for n in self.overrides if n not in SWITCHES]
+            if unknown:
+                raise ValueError(f"overrides: unknown switch names {unknown}; expected some of {SWITCHES}")
         for name in SWITCHES:
             if getattr(self, name) is None:
                 setattr(self, name, switches[name])
