@@ -279,7 +279,8 @@ class FedPsyAU(nn.Module):
 
 
 def fedpsyau_loss(out: FedPsyAUOutput, y: Tensor, au: Optional[Tensor] = None,
-                  weights: Sequence[float] = DEFAULT_LOSS_WEIGHTS) -> Tuple[Tensor, Dict[str, Optional[Tensor]]]:
+                  weights: Sequence[float] = DEFAULT_LOSS_WEIGHTS, *, au_mask: Optional[Tensor] = None,
+                  pos_weight: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Optional[Tensor]]]:
     r"""The MER loss, eq. 8: :math:`\alpha_1 \mathrm{CE} + \alpha_2 L_A^{AFE} + \alpha_3 L_A^{GAT}`.
 
     AU terms are skipped (and reported as None) when the model has no such head.
@@ -289,6 +290,12 @@ def fedpsyau_loss(out: FedPsyAUOutput, y: Tensor, au: Optional[Tensor] = None,
         y (Tensor): ``(B,)`` class indices.
         au (Tensor, optional): ``(B, 12)`` multi-hot AU targets (needed when a head exists).
         weights (tuple, optional): (α1, α2, α3). (default: ``(0.2, 0.8, 0.8)``)
+        au_mask (Tensor, optional): ``(B, 12)`` or ``(B,)``, 1 where the AU label is known;
+            each AU BCE is the mean over the known entries only (0 with none known), so
+            clips without AU coding do not teach the heads "no AU". (default: all known)
+        pos_weight (Tensor, optional): ``(12,)`` weight of the positive term of each
+            AU's BCE (e.g. negatives/positives of the training fold, see
+            :func:`au_pos_weight`). (default: 1)
 
     Returns:
         ``(loss, parts)``: scalar loss; ``parts`` = ``{"ce", "au_afe", "au_gat"}``
@@ -309,7 +316,42 @@ def fedpsyau_loss(out: FedPsyAUOutput, y: Tensor, au: Optional[Tensor] = None,
         if au is None or tuple(au.shape) != tuple(pred.shape):
             raise ValueError(f"au: expected multi-hot targets of shape {tuple(pred.shape)}, "
                              f"got {None if au is None else tuple(au.shape)}")
-        bce = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype))
+        pw = None if pos_weight is None else pos_weight.to(pred)
+        if pw is not None and tuple(pw.shape) != (pred.shape[1],):
+            raise ValueError(f"pos_weight: expected shape ({pred.shape[1]},), got {tuple(pw.shape)}")
+        if au_mask is None:
+            bce = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw)
+        else:
+            m = au_mask.to(pred.dtype)
+            if m.dim() == 1:
+                m = m[:, None].expand_as(pred)
+            if tuple(m.shape) != tuple(pred.shape):
+                raise ValueError(f"au_mask: expected shape {tuple(pred.shape)} or ({pred.shape[0]},), "
+                                 f"got {tuple(au_mask.shape)}")
+            each = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw, reduction="none")
+            bce = (each * m).sum() / m.sum().clamp_min(1.0)
         loss = loss + w * bce
         parts[name] = bce.detach()
     return loss, parts
+
+
+def au_pos_weight(au: Tensor, au_mask: Optional[Tensor] = None, max_weight: float = 50.0) -> Tensor:
+    """Positive weights for the AU BCE from a training fold's prevalence.
+
+    For AU k, ``w_k = n_neg_k / n_pos_k`` over the known labels (so positives and
+    negatives weigh the same in the loss), clipped to ``[1, max_weight]``; an AU with
+    no known positive in the fold gets 1 (there is nothing to up-weight).
+
+    Shapes:
+        au: ``(N, 12)`` multi-hot; au_mask: ``(N, 12)`` or ``(N,)``; return ``(12,)``.
+    """
+    au = au.float()
+    m = torch.ones_like(au) if au_mask is None else au_mask.float()
+    if m.dim() == 1:
+        m = m[:, None].expand_as(au)
+    if m.shape != au.shape:
+        raise ValueError(f"au_mask: expected shape {tuple(au.shape)} or ({au.shape[0]},), got {tuple(m.shape)}")
+    pos = (au * m).sum(0)
+    neg = ((1 - au) * m).sum(0)
+    w = torch.where(pos > 0, neg / pos.clamp_min(1.0), torch.ones_like(pos))
+    return w.clamp(1.0, float(max_weight))
