@@ -194,3 +194,22 @@ def test_real_schedule_and_real_model_deterministic_and_resumable(tmp_path):
     m3 = build()
     fit(m3, data, cfg, checkpoint_dir=tmp_path / "b", resume=True)
     assert _same_weights(m1, m3)
+
+
+def test_select_val_returns_the_best_epochs_beta(stand_in_beta, monkeypatch):
+    """With select='val' the returned β is the best epoch's, not the last epoch's."""
+    scores = iter([0.2, 0.9, 0.5, 0.4])  # best validation UF1 at epoch 2 of 4
+    real_evaluate = fitmod.evaluate
+
+    def scripted(*args, **kwargs):
+        ev = real_evaluate(*args, **kwargs)
+        ev["uf1"] = next(scores)
+        return ev
+
+    monkeypatch.setattr(fitmod, "evaluate", scripted)
+    data = make_items(n_subjects=4)
+    val = make_items(n_subjects=2, seed=9)
+    model, res = _run(_cfg(epochs=4, beta0=0.4, select="val"), data, val_set=val)
+    assert res.best_epoch == 2
+    assert res.beta == pytest.approx(res.history[1]["beta"])
+    assert res.beta != pytest.approx(res.history[-1]["beta"])

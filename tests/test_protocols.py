@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -14,38 +12,6 @@ from psyau_graph.train.metrics import uar, uf1
 from psyau_graph.train.protocols import make_folds, parse_protocol, run_protocol
 
 from _fakes_train import TinyConfig, TinyModel, make_items, one_thread, tiny_loss  # noqa: F401
-
-
-def _subject_folds(subjects, groups):
-    subjects = np.asarray(subjects)
-    for g in groups:
-        te = np.flatnonzero(np.isin(subjects, list(g)))
-        yield np.flatnonzero(~np.isin(subjects, list(g))), te
-
-
-@pytest.fixture(autouse=True)
-def splits_module(monkeypatch):
-    """Use DATA's splitters when present, else a minimal stand-in with the contract API."""
-    try:
-        import psyau_graph.data.splits  # noqa: F401
-        return
-    except ImportError:
-        pass
-    mod = types.ModuleType("psyau_graph.data.splits")
-    mod.loso_splits = lambda subjects: _subject_folds(subjects, [[s] for s in sorted(set(subjects))])
-    mod.subject_kfold = lambda subjects, k, seed=0: _subject_folds(
-        subjects, [sorted(set(subjects))[i::k] for i in range(k)])
-
-    def rrs(n, train_frac=0.7, repeats=10, seed=0):
-        for r in range(repeats):
-            perm = np.random.default_rng(seed + r).permutation(n)
-            cut = int(round(train_frac * n))
-            yield np.sort(perm[:cut]), np.sort(perm[cut:])
-
-    mod.repeated_random_splits = rrs
-    monkeypatch.setitem(sys.modules, "psyau_graph.data.splits", mod)
-    import psyau_graph.data as data_pkg
-    monkeypatch.setattr(data_pkg, "splits", mod, raising=False)
 
 
 def _tc(**kw):

@@ -33,11 +33,14 @@ def test_cosine():
 
 
 def test_authors_compound_decay():
-    # r_0 = 1, r_t = r_{t-1} (1 - t/T), T = 4: 1, 3/4, 3/4*2/4, 3/8*1/4, 0, stays 0
+    # as the authors run it: epoch 0 already uses (1 - 1/T), the last epoch (T - 1) uses 0
+    # T = 4: 3/4, 3/4*2/4, 3/8*1/4, 0, stays 0
     assert _run(make_beta_schedule("authors", 0.3, total_epochs=4), 7) == pytest.approx(
-        [0.3, 0.225, 0.1125, 0.028125, 0.0, 0.0, 0.0])
+        [0.225, 0.1125, 0.028125, 0.0, 0.0, 0.0, 0.0])
     s = make_beta_schedule("authors", 0.5, total_epochs=10)
-    assert s.value_at(2) == pytest.approx(0.5 * 0.9 * 0.8)
+    assert s.value_at(0) == pytest.approx(0.5 * 0.9)
+    assert s.value_at(2) == pytest.approx(0.5 * 0.9 * 0.8 * 0.7)
+    assert s.value_at(9) == 0.0 and s.value_at(8) > 0.0
     assert s.value_at(25) == 0.0
 
 

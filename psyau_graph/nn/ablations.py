@@ -2,7 +2,9 @@
 
 Each setting is one name; :meth:`psyau_graph.nn.FedPsyAUConfig.from_ablation`
 (or ``FedPsyAUConfig(ablation=name)``) turns it into a model configuration.
-Switches a caller sets explicitly win over the setting's values.
+Switches a caller sets explicitly win over the setting's values and are recorded in
+the config's ``overrides``; ``run_protocol(..., ablation=name)`` with a model config
+whose explicit switch contradicts ``name`` raises ``ValueError`` (nothing is dropped).
 
 =======  ===  ===  =====  ======  ======  =====  =====  =====  ===========================================
 setting  LFE  SSE  local  global  stream  group  psych  data   meaning (paper Table 3 and §5.3)

@@ -163,15 +163,22 @@ class AUHead(nn.Module):
         num_aus (int, optional): (default: ``12``)
         features (int, optional): features per node. (default: ``25``)
         hidden (int, optional): (default: ``128``)
+        dropout (float, optional): dropout on the hidden layer in training mode;
+            parameter names are those of the head without it, so older checkpoints
+            load unchanged. (default: ``0.5``)
 
     Shapes:
         - **input:** ``(B, num_aus, features)``
         - **output:** ``(B, num_aus)`` logits
     """
 
-    def __init__(self, num_aus: int = NUM_AUS, features: int = 25, hidden: int = 128):
+    def __init__(self, num_aus: int = NUM_AUS, features: int = 25, hidden: int = 128, dropout: float = 0.5):
         super().__init__()
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"AUHead dropout must be in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
         self.mlp = nn.Sequential(nn.Linear(num_aus * features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_aus))
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.mlp(h.flatten(1))
+        hidden = self.mlp[1](self.mlp[0](h.flatten(1)))
+        return self.mlp[2](F.dropout(hidden, self.dropout, self.training))

@@ -68,9 +68,11 @@ def region_graph(region: str, *, psych_prior: bool = True, prior="dfme") -> Tupl
 
 
 class DPKGATBlock(nn.Module):
-    r"""Two :class:`DPKGATConv` layers on one fixed graph, with ELU between and a residual:
+    r"""Two :class:`DPKGATConv` layers on one fixed graph, with feature dropout before
+    each layer, ELU between, ELU on the output and a residual (paper eq. 5,
+    h = ELU(Σ α f) + f; the authors drop features with p = 0.5 before each layer):
 
-    :math:`h = \mathrm{conv}_2(\mathrm{ELU}(\mathrm{conv}_1(x))) + x`.
+    :math:`h = \mathrm{ELU}(\mathrm{conv}_2(\mathrm{drop}(\mathrm{ELU}(\mathrm{conv}_1(\mathrm{drop}(x)))))) + x`.
 
     ``conv_1``: ``heads`` heads of ``hidden`` channels, concatenated; ``conv_2``: one head
     back to ``in_channels`` (so the residual needs no projection).
@@ -82,6 +84,8 @@ class DPKGATBlock(nn.Module):
         hidden (int, optional): channels per head of layer 1. (default: ``64``)
         heads (int, optional): heads of layer 1. (default: ``3``)
         dropout (float, optional): attention dropout. (default: ``0.5``)
+        feat_dropout (float, optional): dropout on the node features entering each
+            layer (the residual uses the undropped input). (default: ``0.5``)
         negative_slope (float, optional): LeakyReLU slope. (default: ``0.2``)
         beta (float, optional): default prior weight. (default: ``0.3``)
         prior_mode (str, optional): see :class:`DPKGATConv`. (default: ``"paper"``)
@@ -95,11 +99,14 @@ class DPKGATBlock(nn.Module):
     """
 
     def __init__(self, adj: Tensor, prior: Optional[Tensor] = None, *, in_channels: int = 25, hidden: int = 64,
-                 heads: int = 3, dropout: float = 0.5, negative_slope: float = 0.2, beta: float = 0.3,
-                 prior_mode: str = "paper", impl: str = "dense"):
+                 heads: int = 3, dropout: float = 0.5, feat_dropout: float = 0.5, negative_slope: float = 0.2,
+                 beta: float = 0.3, prior_mode: str = "paper", impl: str = "dense"):
         super().__init__()
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        if not 0.0 <= float(feat_dropout) < 1.0:
+            raise ValueError(f"feat_dropout must be in [0, 1), got {feat_dropout!r}")
+        self.feat_dropout = float(feat_dropout)
         adj = torch.as_tensor(adj, dtype=torch.float32)
         if adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
             raise ValueError(f"adj: expected a square (N, N) matrix, got {tuple(adj.shape)}")
@@ -148,18 +155,22 @@ class DPKGATBlock(nn.Module):
         if x.dim() != 3 or x.shape[1] != self.num_nodes:
             raise ValueError(f"x: expected (B, {self.num_nodes}, F), got {tuple(x.shape)}")
         b, n, f = x.shape
+        p_drop, train = self.feat_dropout, self.training
+        x_in = F.dropout(x, p_drop, train)
         if self.impl == "dense":
-            h, a1 = self.conv1.forward_dense(x, self.adj, self.prior, beta=beta, return_attention_weights=True)
-            h, a2 = self.conv2.forward_dense(F.elu(h), self.adj, self.prior, beta=beta, return_attention_weights=True)
+            h, a1 = self.conv1.forward_dense(x_in, self.adj, self.prior, beta=beta, return_attention_weights=True)
+            h = F.dropout(F.elu(h), p_drop, train)
+            h, a2 = self.conv2.forward_dense(h, self.adj, self.prior, beta=beta, return_attention_weights=True)
         else:
             ei, p = self._union(b, x.device)
-            flat = x.reshape(b * n, f)
+            flat = x_in.reshape(b * n, f)
             h, (e1, a1) = self.conv1(flat, ei, p, beta=beta, return_attention_weights=True)
-            h, (e2, a2) = self.conv2(F.elu(h), ei, p, beta=beta, return_attention_weights=True)
+            h = F.dropout(F.elu(h), p_drop, train)
+            h, (e2, a2) = self.conv2(h, ei, p, beta=beta, return_attention_weights=True)
             h = h.view(b, n, f)
             if return_attention:
                 a1, a2 = self._dense_attention(a1, e1, b), self._dense_attention(a2, e2, b)
-        out = h + x
+        out = F.elu(h) + x  # paper eq. 5: ELU on the aggregation, then the residual
         return (out, (a1, a2)) if return_attention else out
 
 
@@ -173,7 +184,7 @@ class DPKGAT(nn.Module):
             graphs, see :func:`region_graph`). (default: ``True``)
         prior (optional): data prior source or None. (default: ``"dfme"``)
         **block_kwargs: passed to every :class:`DPKGATBlock` (hidden, heads, dropout,
-            negative_slope, beta, prior_mode, impl, in_channels).
+            feat_dropout, negative_slope, beta, prior_mode, impl, in_channels).
 
     Shapes:
         - **input:** ``F_AU (B, 12, 25)``

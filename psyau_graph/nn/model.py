@@ -44,6 +44,9 @@ class FedPsyAUConfig:
         heads (int): heads of the first DPK-GAT layer. (default: ``3``)
         hidden (int): channels per head of the first DPK-GAT layer. (default: ``64``)
         dropout (float): DPK-GAT attention dropout and DSI dropout. (default: ``0.5``)
+        feat_dropout (float): DPK-GAT feature dropout before each layer (authors: 0.5).
+            (default: ``0.5``)
+        au_dropout (float): dropout on the hidden layer of both AU heads. (default: ``0.5``)
         beta (float): prior weight β used when ``forward`` gets none. (default: ``0.3``)
         loss_weights (tuple): (α1 CE, α2 AFE BCE, α3 GAT BCE). (default: ``(0.2, 0.8, 0.8)``)
         ablation (str): Table 3 setting, I … XII; fills every switch left as None.
@@ -52,6 +55,10 @@ class FedPsyAUConfig:
             a CSV path) used when ``data_prior``. (default: ``"dfme"``)
         use_lfe, use_sse, local_gat, global_gat, dual_stream, au_grouping, psych_prior,
         data_prior (bool | None): architecture switches; None = from ``ablation``.
+        overrides (tuple | None): names of the switches set explicitly (they win over
+            ``ablation``'s values); None = the switches given as non-None. Kept so that
+            :func:`psyau_graph.train.protocols.resolve_model_config` can tell an explicit
+            switch from one filled in by the ablation. (default: ``None``)
         sse_heads (int): SSE attention heads (paper 3, authors' code 5). (default: ``3``)
         sse_ff (int): SSE feed-forward width. (default: ``256``)
         sse_dropout (float): dropout inside the SSE layer. (default: ``0.1``)
@@ -67,6 +74,8 @@ class FedPsyAUConfig:
     heads: int = 3
     hidden: int = 64
     dropout: float = 0.5
+    feat_dropout: float = 0.5
+    au_dropout: float = 0.5
     beta: float = 0.3
     loss_weights: Tuple[float, float, float] = DEFAULT_LOSS_WEIGHTS
     ablation: str = "VI"
@@ -79,6 +88,7 @@ class FedPsyAUConfig:
     au_grouping: Optional[bool] = None
     psych_prior: Optional[bool] = None
     data_prior: Optional[bool] = None
+    overrides: Optional[Tuple[str, ...]] = None
     sse_heads: int = 3
     sse_ff: int = 256
     sse_dropout: float = 0.1
@@ -92,6 +102,13 @@ class FedPsyAUConfig:
     def __post_init__(self):
         switches = ablation_switches(self.ablation)
         self.ablation = str(self.ablation).strip().upper()
+        if self.overrides is None:
+            self.overrides = tuple(n for n in SWITCHES if getattr(self, n) is not None)
+        else:
+            self.overrides = tuple(self.overrides)
+            unknown = [n for n in self.overrides if n not in SWITCHES]
+            if unknown:
+                raise ValueError(f"overrides: unknown switch names {unknown}; expected some of {SWITCHES}")
         for name in SWITCHES:
             if getattr(self, name) is None:
                 setattr(self, name, switches[name])
@@ -107,6 +124,9 @@ class FedPsyAUConfig:
             raise ValueError(f"beta must be in [0, 1], got {self.beta}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("feat_dropout", "au_dropout"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.gat_impl not in IMPLS:
             raise ValueError(f"gat_impl must be one of {IMPLS}, got {self.gat_impl!r}")
         if self.heads < 1 or self.hidden < 1:
@@ -162,14 +182,15 @@ class AUModule(nn.Module):
         self.sse = SSE(NUM_ROIS, ROI_SHAPE, heads=c.sse_heads, dim_feedforward=c.sse_ff,
                        dropout=c.sse_dropout) if c.use_sse else None
         self.afe = AFE(grouping=c.au_grouping, num_rois=NUM_ROIS)
-        self.afe_head = AUHead(NUM_AUS, 25, c.au_hidden)
+        self.afe_head = AUHead(NUM_AUS, 25, c.au_hidden, dropout=c.au_dropout)
         self.gat = self.gat_head = None
         if c.has_gat:
             self.gat = DPKGAT(local=c.local_gat, global_=c.global_gat, psych_prior=c.psych_prior,
                               prior=c.prior if c.data_prior else None, in_channels=25, hidden=c.hidden,
-                              heads=c.heads, dropout=c.dropout, negative_slope=c.negative_slope, beta=c.beta,
+                              heads=c.heads, dropout=c.dropout, feat_dropout=c.feat_dropout,
+                              negative_slope=c.negative_slope, beta=c.beta,
                               prior_mode=c.prior_mode, impl=c.gat_impl)
-            self.gat_head = AUHead(NUM_AUS, 25, c.au_hidden)
+            self.gat_head = AUHead(NUM_AUS, 25, c.au_hidden, dropout=c.au_dropout)
 
     frozen: bool = False
 
@@ -258,7 +279,8 @@ class FedPsyAU(nn.Module):
 
 
 def fedpsyau_loss(out: FedPsyAUOutput, y: Tensor, au: Optional[Tensor] = None,
-                  weights: Sequence[float] = DEFAULT_LOSS_WEIGHTS) -> Tuple[Tensor, Dict[str, Optional[Tensor]]]:
+                  weights: Sequence[float] = DEFAULT_LOSS_WEIGHTS, *, au_mask: Optional[Tensor] = None,
+                  pos_weight: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Optional[Tensor]]]:
     r"""The MER loss, eq. 8: :math:`\alpha_1 \mathrm{CE} + \alpha_2 L_A^{AFE} + \alpha_3 L_A^{GAT}`.
 
     AU terms are skipped (and reported as None) when the model has no such head.
@@ -268,6 +290,12 @@ def fedpsyau_loss(out: FedPsyAUOutput, y: Tensor, au: Optional[Tensor] = None,
         y (Tensor): ``(B,)`` class indices.
         au (Tensor, optional): ``(B, 12)`` multi-hot AU targets (needed when a head exists).
         weights (tuple, optional): (α1, α2, α3). (default: ``(0.2, 0.8, 0.8)``)
+        au_mask (Tensor, optional): ``(B, 12)`` or ``(B,)``, 1 where the AU label is known;
+            each AU BCE is the mean over the known entries only (0 with none known), so
+            clips without AU coding do not teach the heads "no AU". (default: all known)
+        pos_weight (Tensor, optional): ``(12,)`` weight of the positive term of each
+            AU's BCE (e.g. negatives/positives of the training fold, see
+            :func:`au_pos_weight`). (default: 1)
 
     Returns:
         ``(loss, parts)``: scalar loss; ``parts`` = ``{"ce", "au_afe", "au_gat"}``
@@ -288,7 +316,42 @@ def fedpsyau_loss(out: FedPsyAUOutput, y: Tensor, au: Optional[Tensor] = None,
         if au is None or tuple(au.shape) != tuple(pred.shape):
             raise ValueError(f"au: expected multi-hot targets of shape {tuple(pred.shape)}, "
                              f"got {None if au is None else tuple(au.shape)}")
-        bce = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype))
+        pw = None if pos_weight is None else pos_weight.to(pred)
+        if pw is not None and tuple(pw.shape) != (pred.shape[1],):
+            raise ValueError(f"pos_weight: expected shape ({pred.shape[1]},), got {tuple(pw.shape)}")
+        if au_mask is None:
+            bce = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw)
+        else:
+            m = au_mask.to(pred.dtype)
+            if m.dim() == 1:
+                m = m[:, None].expand_as(pred)
+            if tuple(m.shape) != tuple(pred.shape):
+                raise ValueError(f"au_mask: expected shape {tuple(pred.shape)} or ({pred.shape[0]},), "
+                                 f"got {tuple(au_mask.shape)}")
+            each = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw, reduction="none")
+            bce = (each * m).sum() / m.sum().clamp_min(1.0)
         loss = loss + w * bce
         parts[name] = bce.detach()
     return loss, parts
+
+
+def au_pos_weight(au: Tensor, au_mask: Optional[Tensor] = None, max_weight: float = 50.0) -> Tensor:
+    """Positive weights for the AU BCE from a training fold's prevalence.
+
+    For AU k, ``w_k = n_neg_k / n_pos_k`` over the known labels (so positives and
+    negatives weigh the same in the loss), clipped to ``[1, max_weight]``; an AU with
+    no known positive in the fold gets 1 (there is nothing to up-weight).
+
+    Shapes:
+        au: ``(N, 12)`` multi-hot; au_mask: ``(N, 12)`` or ``(N,)``; return ``(12,)``.
+    """
+    au = au.float()
+    m = torch.ones_like(au) if au_mask is None else au_mask.float()
+    if m.dim() == 1:
+        m = m[:, None].expand_as(au)
+    if m.shape != au.shape:
+        raise ValueError(f"au_mask: expected shape {tuple(au.shape)} or ({au.shape[0]},), got {tuple(m.shape)}")
+    pos = (au * m).sum(0)
+    neg = ((1 - au) * m).sum(0)
+    w = torch.where(pos > 0, neg / pos.clamp_min(1.0), torch.ones_like(pos))
+    return w.clamp(1.0, float(max_weight))

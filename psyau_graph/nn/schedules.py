@@ -7,8 +7,10 @@ A schedule is a small object the training loop steps once per epoch::
         train_one_epoch(model, loader, optimizer, beta=schedule.value)
         schedule.step()
 
-Epochs are 0-based: ``value`` is the β of the current epoch, starting at
-epoch 0 with ``beta0`` (every schedule), and ``step()`` moves to the next epoch.
+Epochs are 0-based: ``value`` is the β of the current epoch and ``step()``
+moves to the next epoch. Every schedule but ``"authors"`` starts at epoch 0 with
+``beta0``; the authors' compound decay already applies its first factor in
+epoch 0 (see :class:`AuthorsBeta`).
 """
 from __future__ import annotations
 
@@ -107,23 +109,23 @@ class CosineBeta(BetaSchedule):
 
 
 class AuthorsBeta(BetaSchedule):
-    r"""The authors' compound decay: β_t = beta0·r_t, r_t = r_{t−1}·(1 − t/T).
+    r"""The authors' compound decay: β_t = beta0·r_t, r_t = r_{t−1}·(1 − t/T), r_0 = 1.
 
-    Our reading of the indexing: r_0 = 1 (epoch 0 uses β = beta0; the factor
-    for t = 0 would be 1 anyway), so during 0-based epoch t
+    Indexed as the authors' training loop runs it: the update is applied at
+    the start of every epoch with a 1-based counter, so 0-based epoch e trains with
 
-        β_t = beta0 · Π_{k=1..t} (1 − k/T),
+        β_e = beta0 · Π_{k=1..e+1} (1 − k/T),
 
-    e.g. T = 4: r = 1, 3/4, 3/8, 3/32, 0, 0, ... The factor hits 0 at t = T,
-    so β stays 0 from epoch T on (it never turns negative). ``beta_min`` is
-    not used.
+    e.g. T = 4: 3/4, 3/8, 3/32, 0 (times beta0). Epoch 0 already uses
+    (1 − 1/T), the last epoch (e = T − 1) uses 0, and β stays 0 after that (it
+    never turns negative). ``beta_min`` is not used.
     """
 
     kind = "authors"
 
     def value_at(self, epoch: int) -> float:
         r = 1.0
-        for t in range(1, min(max(epoch, 0), self.total_epochs) + 1):
+        for t in range(1, min(max(epoch, 0) + 1, self.total_epochs) + 1):
             r *= 1.0 - t / self.total_epochs
         return self.beta0 * r
 

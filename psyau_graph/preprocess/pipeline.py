@@ -80,30 +80,11 @@ def flow_batch(onsets: np.ndarray, apexes: np.ndarray, method: str = "tvl1", **p
     """
     if method not in FLOW_METHODS:
         raise ValueError(f"flow: expected one of {FLOW_METHODS}, got {method!r}")
-    try:
-        from .flow import compute_flow_batch
-    except ImportError as exc:  # the flow module is absent: OpenCV stand-in, said loudly
-        log.warning("psyau_graph.preprocess.flow unavailable (%s); using the OpenCV fallback", exc)
-        return _fallback_flow_batch(onsets, apexes, method)
+    # No stand-in here: a missing or broken flow module is an error, so that the
+    # ``flow_method`` recorded with each clip is always the method that ran.
+    from .flow import compute_flow_batch
+
     return compute_flow_batch(onsets, apexes, method, **params)
-
-
-def _fallback_flow_batch(onsets, apexes, method):
-    import cv2
-
-    if method == "tvl1":
-        from skimage.registration import optical_flow_tvl1
-
-        out = [optical_flow_tvl1(a / 255.0, b / 255.0)[::-1] for a, b in zip(onsets, apexes)]
-        return np.stack(out).astype(np.float32)
-    flows = []
-    for a, b in zip(onsets, apexes):
-        if method == "dis":
-            f = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(a, b, None)
-        else:
-            f = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 11, 5, 5, 1.1, 0)
-        flows.append(f.transpose(2, 0, 1))
-    return np.stack(flows).astype(np.float32)
 
 
 def flow_and_strain(flow2: np.ndarray) -> np.ndarray:

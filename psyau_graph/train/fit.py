@@ -18,7 +18,8 @@ Schedules:
   ``min(warmup_epochs, epochs // 5)`` (:func:`effective_warmup_epochs`).
 * β (prior weight of DPK-GAT): ``make_beta_schedule(kind, beta0, total_epochs)``; epoch
   ``e`` trains with ``schedule.value`` and the schedule is stepped once after the
-  epoch. Evaluation uses the β of the last training epoch. ``beta_schedule=None``
+  epoch. Evaluation uses the β of the epoch whose weights the model ends with (the last
+  epoch, or with ``select="val"`` the best validation epoch). ``beta_schedule=None``
   passes ``beta=None`` (the model's configured β).
 * determinism: ``seed`` seeds ``random``/``numpy``/``torch`` at the start of
   :func:`fit`, the training ``DataLoader`` shuffles with its own seeded generator, and
@@ -133,7 +134,8 @@ class FitResult:
     Attributes:
         history: one dict per epoch (``epoch, loss, lr, beta, time_s`` + loss parts,
             + ``val_*`` metrics when a validation set was given).
-        beta: β used in the last training epoch (use it for evaluation), or None.
+        beta: β of the epoch whose weights the model holds at the end (the last epoch, or
+            the best validation epoch with ``select="val"``; use it for evaluation), or None.
         best_epoch: epoch whose weights the model holds at the end (1-based).
         resumed_from: epoch the run resumed after (0 = fresh run).
         train_time_s: wall time of this call.
@@ -442,7 +444,7 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
     scaler = grad_scaler(config.precision, device)
     history: list[dict] = []
     start, best_uf1, best_epoch, best_state = 0, -math.inf, 0, None
-    last_beta = None
+    last_beta = best_beta = None
     ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
     if resume and ckpt_path is None:
         raise ValueError("resume=True needs a checkpoint_dir")
@@ -464,6 +466,7 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
         start = int(ck["epoch"])
         best_uf1, best_epoch, best_state = ck.get("best_uf1", -math.inf), ck.get("best_epoch", 0), ck.get("best_state")
         last_beta = ck.get("last_beta")
+        best_beta = ck.get("best_beta")
     resumed_from = start
     with _deterministic(config.deterministic):
         bar = tqdm(range(start, config.epochs), desc="epochs", disable=None if config.progress else True,
@@ -487,7 +490,7 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
                 rec.update({f"val_{k}": ev[k] for k in ("loss", "uf1", "uar", "acc", "au_f1")})
                 score = ev["uf1"] if not math.isnan(ev["uf1"]) else -math.inf
                 if config.select == "val" and score > best_uf1:
-                    best_uf1, best_epoch = score, epoch + 1
+                    best_uf1, best_epoch, best_beta = score, epoch + 1, beta
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             rec["time_s"] = time.perf_counter() - te
             history.append(rec)
@@ -499,11 +502,13 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
                                 beta_schedule=None if beta_sched is None else beta_sched.state_dict(),
                                 rng=_rng_state(loader.generator), epoch=epoch + 1, history=history,
                                 train_config=dataclasses.asdict(config), best_uf1=best_uf1,
-                                best_epoch=best_epoch, best_state=best_state, last_beta=last_beta)
+                                best_epoch=best_epoch, best_state=best_state, last_beta=last_beta,
+                                best_beta=best_beta)
             for cb in callbacks:
                 cb(epoch + 1, rec, model)
     if config.select == "val" and best_state is not None:
         model.load_state_dict(best_state)
+        last_beta = best_beta  # the restored weights were trained and validated with this β
     else:
         best_epoch = config.epochs
     return FitResult(history=history, beta=last_beta, best_epoch=best_epoch, resumed_from=resumed_from,

@@ -167,17 +167,21 @@ def classification_report(y_true, y_pred, num_classes: int, class_names: Sequenc
     }
 
 
-def au_f1(au_true, au_prob, threshold: float = 0.5) -> dict:
-    """Per-AU and mean F1 for multi-label AU detection.
+def au_f1(au_true, au_prob, threshold: float = 0.5, mask=None) -> dict:
+    """Per-AU and mean F1 for multi-label AU detection, over known labels only.
 
     Args:
         au_true: (N, A) {0, 1} AU labels.
         au_prob: (N, A) probabilities in [0, 1] (apply ``sigmoid`` to logits first).
         threshold: an AU is predicted present when ``prob >= threshold`` (default: 0.5).
+        mask: optional (N, A) or (N,) {0, 1}: 1 where the AU label is known. Entries
+            with an unknown label (a clip without AU coding, a ``?`` cell) are left out
+            of the counts entirely, rather than read as "AU absent". (default: all known)
 
     Returns:
         ``{"per_au": [float | None] * A, "mean": float, "aus_counted": [int]}``;
-        an AU absent from both truth and prediction is ``None`` and not counted.
+        an AU absent from both truth and prediction (among the known entries) is
+        ``None`` and not counted.
     """
     t = np.asarray(au_true.detach().cpu().numpy() if hasattr(au_true, "detach") else au_true, dtype=np.float64)
     p = np.asarray(au_prob.detach().cpu().numpy() if hasattr(au_prob, "detach") else au_prob, dtype=np.float64)
@@ -185,11 +189,19 @@ def au_f1(au_true, au_prob, threshold: float = 0.5) -> dict:
         raise ValueError(f"au_true and au_prob must both be (N, A); got {t.shape} and {p.shape}")
     if p.size and (p.min() < 0 or p.max() > 1):
         raise ValueError("au_prob must be probabilities in [0, 1] (apply a sigmoid to logits)")
+    known = np.ones(t.shape, dtype=bool)
+    if mask is not None:
+        m = np.asarray(mask.detach().cpu().numpy() if hasattr(mask, "detach") else mask, dtype=np.float64)
+        if m.ndim == 1 and m.shape[0] == t.shape[0]:
+            m = np.repeat(m[:, None], t.shape[1], axis=1)
+        if m.shape != t.shape:
+            raise ValueError(f"mask must be (N,) or (N, A) = {t.shape}; got {m.shape}")
+        known = m >= 0.5
     tb = t >= 0.5
     pb = p >= threshold
-    tp = (tb & pb).sum(0).astype(np.float64)
-    fp = (~tb & pb).sum(0)
-    fn = (tb & ~pb).sum(0)
+    tp = (tb & pb & known).sum(0).astype(np.float64)
+    fp = (~tb & pb & known).sum(0)
+    fn = (tb & ~pb & known).sum(0)
     den = 2 * tp + fp + fn
     per = [None if d == 0 else float(2 * a / d) for a, d in zip(tp, den)]
     mean, counted = _mean_counted(per)

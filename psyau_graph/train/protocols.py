@@ -173,17 +173,34 @@ def _default_model_factory(config):
 
 def resolve_model_config(model_config, num_classes: int, ablation: str | None):
     """``FedPsyAUConfig`` for this run: the ablation's named config (other fields of
-    ``model_config`` kept) and ``num_classes`` from the data."""
+    ``model_config`` kept) and ``num_classes`` from the data.
+
+    With both ``ablation`` and a ``model_config``, the config's explicitly set switches
+    (``model_config.overrides``) are kept when they agree with the ablation's table; an
+    explicit switch that contradicts it (e.g. ``psych_prior=True`` with ``ablation="IX"``)
+    raises ``ValueError`` rather than being dropped or silently winning. Switches the
+    config only inherited from its own ablation are replaced by ``ablation``'s.
+    """
     if model_config is None or ablation is not None:
         from psyau_graph.nn import FedPsyAUConfig
+        from psyau_graph.nn.ablations import SWITCHES, ablation_switches
 
         if ablation is not None:
             base = {}
             if model_config is not None:
-                # carry over only the fields the caller changed from the plain defaults
+                table = ablation_switches(ablation)
+                explicit = tuple(getattr(model_config, "overrides", None) or ())
+                clash = [k for k in explicit if getattr(model_config, k) != table[k]]
+                if clash:
+                    raise ValueError(f"ablation={ablation!r} sets {', '.join(f'{k}={table[k]}' for k in clash)}, "
+                                     "but the model config explicitly sets "
+                                     f"{', '.join(f'{k}={getattr(model_config, k)}' for k in clash)}; "
+                                     "drop the switch or choose the ablation that has it")
+                # carry over only the non-switch fields the caller changed from the plain defaults
                 plain = dataclasses.asdict(FedPsyAUConfig())
+                skip = ("ablation", "num_classes", "overrides") + tuple(SWITCHES)
                 base = {k: v for k, v in dataclasses.asdict(model_config).items()
-                        if k not in ("ablation", "num_classes") and v != plain.get(k)}
+                        if k not in skip and v != plain.get(k)}
             return FedPsyAUConfig.from_ablation(ablation, num_classes=num_classes, **base)
         return FedPsyAUConfig(num_classes=num_classes)
     if getattr(model_config, "num_classes", num_classes) != num_classes:
