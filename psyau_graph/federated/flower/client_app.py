@@ -54,7 +54,7 @@ def _setup(context: Context, spec: dict | None):
         indices = np.arange(len(task.subjects(dataset)))
     else:
         k = int(node.get("num-partitions", cfg.clients))
-        indices = partition(task.subjects(dataset), k, cfg.part_seed)[client]
+        indices = partition(task.subjects(dataset), k, cfg.part_seed, cfg.balance)[client]
     data: ClientData = client_data(dataset, indices, cfg, extras["repeat"], client)
     return cfg, task, data, client, extras
 
