@@ -278,3 +278,39 @@ def test_freeze_without_module_and_missing_file_are_errors(tmp_path):
         FedPsyAUTask(freeze_au=True)
     with pytest.raises(FileNotFoundError, match="AU module file not found"):
         FedPsyAUTask(au_module=str(tmp_path / "none.pt"))
+
+
+# ----------------------------------------------------------------- CLI
+def test_cli_runs_new_strategies_and_options(toy, tmp_path, capsys):
+    import json
+    from psyau_graph.cli import main
+
+    out = tmp_path / "fed"
+    rc = main(["federate", "--data", str(toy), "--task", "toy", "--clients", "2", "--rounds", "1",
+               "--local-epochs", "2", "--strategy", "fedrep,fedas,ellp", "--repeats", "1",
+               "--balance", "samples", "--head-epochs", "1", "--align-epochs", "1",
+               "--lr", "0.02", "--batch-size", "16", "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["summary"]) == {"fedrep", "fedas", "ellp"}
+    assert summary["config"]["balance"] == "samples"
+
+
+def test_cli_help_lists_strategies_and_options(capsys):
+    from psyau_graph.cli import main
+    with pytest.raises(SystemExit):
+        main(["federate", "--help"])
+    text = capsys.readouterr().out
+    for word in ("fedrep", "fedas", "ellp", "--balance", "--pfedprox-eval", "--personal",
+                 "--au-module", "--freeze-au", "--head-epochs", "--align-epochs"):
+        assert word in text
+
+
+def test_cli_au_module_errors_exit_2(toy, tmp_path, capsys):
+    from psyau_graph.cli import main
+    rc = main(["federate", "--data", str(toy), "--freeze-au", "--strategy", "fedavg",
+               "--out", str(tmp_path / "x")])
+    assert rc == 2 and "freeze_au needs au_module" in capsys.readouterr().err
+    rc = main(["federate", "--data", str(toy), "--au-module", str(tmp_path / "none.pt"),
+               "--strategy", "fedavg", "--out", str(tmp_path / "y")])
+    assert rc == 2 and "AU module file not found" in capsys.readouterr().err
