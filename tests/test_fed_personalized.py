@@ -314,3 +314,18 @@ def test_cli_au_module_errors_exit_2(toy, tmp_path, capsys):
     rc = main(["federate", "--data", str(toy), "--au-module", str(tmp_path / "none.pt"),
                "--strategy", "fedavg", "--out", str(tmp_path / "y")])
     assert rc == 2 and "AU module file not found" in capsys.readouterr().err
+
+
+def test_real_network_fedas_from_frozen_pretrained_au_module(tmp_path, au_file):
+    from _fed_helpers import make_clip_cache
+    from psyau_graph.federated.task import FedPsyAUTask
+    path, saved = au_file
+    cache = make_clip_cache(tmp_path / "cache", clips_per_subject=4)
+    task = FedPsyAUTask(au_module=str(path), freeze_au=True)
+    cfg = FederatedConfig(clients=2, rounds=1, local_epochs=1, strategy="fedas", lr=1e-3,
+                          batch_size=4, repeats=1)
+    res = FederatedRun(str(cache), cfg, task=task, progress=False).run()
+    assert len(res["records"]) == 2 and all(np.isfinite(r["loss"]) for r in res["records"])
+    model = task._fed_model  # the frozen AU module did not move during training
+    got = model.au_module().state_dict()
+    assert all(torch.equal(got[k], saved[k]) for k in saved)
