@@ -18,6 +18,8 @@ with ``FederatedConfig.personal_prefixes``) never leave the client; the rest (th
   training data, and the server averages element-wise
   :math:`\phi^{t+1}_k = \sum_i n_i F_{i,k}\hat\phi_{i,k} / \sum_i n_i F_{i,k}`
   (:func:`fisher_average`, :math:`\varepsilon` added to every :math:`F`).
+  This is a variant: a public implementation weights each client by one scalar (its
+  Fisher trace) and aligns the shared part by distillation (see docs/federated.md).
 * **ELLP**: the paper only describes it as "parameter decoupling with Fisher-information
   weighting"; no public description of its exact algorithm could be established. What
   is implemented is exactly that description: personal head kept local (decoupling),
