@@ -329,3 +329,12 @@ def test_real_network_fedas_from_frozen_pretrained_au_module(tmp_path, au_file):
     model = task._fed_model  # the frozen AU module did not move during training
     got = model.au_module().state_dict()
     assert all(torch.equal(got[k], saved[k]) for k in saved)
+
+
+def test_flower_run_config_carries_new_options_and_only_plain_values():
+    from psyau_graph.federated.flower.common import from_run_config, to_run_config
+    cfg = FederatedConfig(balance="samples", pfedprox_eval="mixture", strategy="p-fedprox")
+    rc = to_run_config(cfg, {"name": "toy"})
+    assert all(isinstance(v, (str, int, float, bool)) for v in rc.values())
+    back, _, _ = from_run_config(rc)
+    assert back.balance == "samples" and back.pfedprox_eval == "mixture"

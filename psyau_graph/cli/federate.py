@@ -107,9 +107,6 @@ def run(args) -> int:
         print(f"psyau federate: warning: {','.join(s for s in args.strategy if s in INPROCESS_ONLY)} "
               f"run(s) on the in-process engine, not {args.engine} (recorded as 'engines' in "
               "summary.json)", file=sys.stderr)
-    if args.engine != "inprocess" and args.pfedprox_eval != "local":
-        print("psyau federate: error: --pfedprox-eval mixture is an in-process option", file=sys.stderr)
-        return 2
     try:  # validate every configuration before anything starts
         configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}
         if args.task == "fedpsyau" and (args.au_module is not None or args.freeze_au):
