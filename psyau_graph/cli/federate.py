@@ -1,5 +1,6 @@
-"""``psyau federate``: federated training (local | FedAvg | FedProx | P-FedProx) on one of
-three engines: in-process, Flower simulation, Flower deployment (loopback)."""
+"""``psyau federate``: federated training (local | FedAvg | FedProx | P-FedProx | FedRep |
+FedAS | ELLP) on one of three engines: in-process, Flower simulation, Flower deployment
+(loopback). FedRep, FedAS and ELLP run in-process only."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,9 @@ import sys
 
 from ._compute import add_compute_args, check_compute_args
 
-STRATEGY_CHOICES = ("local", "fedavg", "fedprox", "p-fedprox")
+STRATEGY_CHOICES = ("local", "fedavg", "fedprox", "p-fedprox", "fedrep", "fedas", "ellp")
+#: strategies the Flower engines do not run yet
+INPROCESS_ONLY = ("fedrep", "fedas", "ellp")
 
 
 def _strategies(text: str) -> list[str]:
@@ -29,7 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=15, help="communication rounds R (default: 15)")
     p.add_argument("--local-epochs", type=int, default=50, help="local epochs E (default: 50)")
     p.add_argument("--strategy", type=_strategies, default=list(STRATEGY_CHOICES),
-                   help="'all' (default) or a comma list of local,fedavg,fedprox,p-fedprox")
+                   help="'all' (default) or a comma list of " + ",".join(STRATEGY_CHOICES)
+                        + " (fedrep, fedas, ellp: in-process engine only)")
     p.add_argument("--engine", choices=("inprocess", "simulation", "deployment"), default="inprocess")
     p.add_argument("--out", required=True, help="output folder (JSON, CSV, plots)")
     p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default: 1e-5)")
@@ -48,6 +52,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dp-clipping-norm", type=float, default=1.0,
                    help="L2 clipping norm of each client update (default: 1.0)")
     p.add_argument("--dp-delta", type=float, default=1e-5, help="delta for the reported epsilon")
+    p.add_argument("--balance", choices=("subjects", "samples"), default="subjects",
+                   help="client split: equal subject counts per client (default, the paper) or "
+                        "near-equal sample counts")
+    p.add_argument("--pfedprox-eval", choices=("local", "mixture"), default="local",
+                   help="score P-FedProx clients with their locally trained model (default) or "
+                        "with the next round's personalised mixture")
+    p.add_argument("--personal", nargs="+", default=None, metavar="PREFIX",
+                   help="FedRep/FedAS/ELLP: state-dict prefixes kept on the client "
+                        "(default: the classifier head, dsi.fc)")
+    p.add_argument("--head-epochs", type=int, default=None,
+                   help="FedRep: head epochs per round (default: max(1, E // 5); the body gets the rest)")
+    p.add_argument("--align-epochs", type=int, default=1,
+                   help="FedAS: head alignment epochs per round (default: 1)")
+    p.add_argument("--au-module", default=None,
+                   help="pretrained AU module (psyau pretrain output) loaded into every client's model")
+    p.add_argument("--freeze-au", action="store_true",
+                   help="keep the loaded AU module frozen (not trained, not shared), as the authors")
     p.add_argument("--label-scheme", default=None, help="label scheme of the cache (default: its own)")
     p.add_argument("--ablation", default="VI", help="model ablation setting (default: VI)")
     p.add_argument("--task", choices=("fedpsyau", "toy"), default="fedpsyau",
@@ -72,16 +93,31 @@ def run(args) -> int:
     else:
         task_spec = {"name": "fedpsyau", "label_scheme": args.label_scheme,
                      "model_config": {"ablation": args.ablation}}
+        if args.au_module is not None or args.freeze_au:
+            task_spec.update(au_module=args.au_module, freeze_au=args.freeze_au)
     common = dict(clients=args.clients, rounds=args.rounds, local_epochs=args.local_epochs,
                   lr=args.lr, batch_size=args.batch_size, mu=args.mu, theta=args.theta,
                   repeats=args.repeats, seed=args.seed, min_clients=args.min_clients,
                   share_bn_stats=args.share_bn_stats, dp_noise_multiplier=args.dp_noise_multiplier,
                   dp_clipping_norm=args.dp_clipping_norm, dp_delta=args.dp_delta,
+                  balance=args.balance, pfedprox_eval=args.pfedprox_eval,
+                  personal_prefixes=tuple(args.personal or ()), head_epochs=args.head_epochs,
+                  align_epochs=args.align_epochs,
                   precision=args.precision, device=args.device)
+    if args.task == "toy" and (args.au_module is not None or args.freeze_au):
+        print("psyau federate: error: --au-module/--freeze-au need --task fedpsyau", file=sys.stderr)
+        return 2
+    if args.engine != "inprocess" and any(s in INPROCESS_ONLY for s in args.strategy):
+        print(f"psyau federate: warning: {','.join(s for s in args.strategy if s in INPROCESS_ONLY)} "
+              f"run(s) on the in-process engine, not {args.engine} (recorded as 'engines' in "
+              "summary.json)", file=sys.stderr)
     try:  # validate every configuration before anything starts
         check_compute_args(args)
         configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}
-    except ValueError as exc:
+        if args.task == "fedpsyau" and (args.au_module is not None or args.freeze_au):
+            from psyau_graph.federated.task import make_task as _check_task
+            _check_task(task_spec)  # a missing AU-module file is a usage error
+    except (ValueError, FileNotFoundError) as exc:
         print(f"psyau federate: error: {exc}", file=sys.stderr)
         return 2
     if args.engine == "deployment" and not args.node_data:
@@ -104,7 +140,7 @@ def run(args) -> int:
     records, engines = [], {}
     dataset = None
     for s, cfg in configs.items():
-        engine = "inprocess" if s == "local" else args.engine
+        engine = "inprocess" if s == "local" or s in INPROCESS_ONLY else args.engine
         engines[s] = engine
         if engine == "inprocess":
             try:

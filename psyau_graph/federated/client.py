@@ -32,11 +32,22 @@ class ClientData:
         return int(len(self.train_idx))
 
 
-def partition(subjects: list[str], n_clients: int, seed: int) -> list[np.ndarray]:
-    """Disjoint subject groups → per-client index arrays (``client_partition`` of the data package)."""
+def partition(subjects: list[str], n_clients: int, seed: int, balance: str = "subjects"
+              ) -> list[np.ndarray]:
+    """Disjoint subject groups → per-client index arrays.
+
+    ``balance="subjects"`` (default, the paper): equal subject counts
+    (:func:`~psyau_graph.federated.balance.equal_subject_partition`); ``"samples"``:
+    near-equal sample counts (``client_partition`` of the data package).
+    """
     n_subj = len(set(subjects))
     if n_clients > n_subj:
         raise ValueError(f"clients ({n_clients}) exceeds the number of subjects ({n_subj})")
+    if balance == "subjects":
+        from .balance import equal_subject_partition
+        return equal_subject_partition(subjects, n_clients, seed)
+    if balance != "samples":
+        raise ValueError(f"balance must be 'subjects' or 'samples', got {balance!r}")
     from ..data.splits import client_partition
     return [np.asarray(p, dtype=np.int64) for p in client_partition(subjects, n_clients, seed)]
 

@@ -20,7 +20,7 @@ def compare_strategies(dataset, clients: int = 3, rounds: int = 5, local_epochs:
     Args:
         dataset: cache folder (or loaded dataset) of the task.
         clients, rounds, local_epochs: K, R, E (defaults: 3, 5, 2 — demo scale).
-        strategies: subset of ``("local", "fedavg", "fedprox", "p-fedprox")``.
+        strategies: subset of :data:`~psyau_graph.federated.config.STRATEGIES` (default: all seven).
         out_dir: where to write ``comparison.json``, ``comparison.csv`` and the plots
             (default: ``None`` = write nothing).
         model_config: ``FedPsyAUConfig`` (or its fields as a dict).

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-STRATEGIES = ("local", "fedavg", "fedprox", "p-fedprox")
+STRATEGIES = ("local", "fedavg", "fedprox", "p-fedprox", "fedrep", "fedas", "ellp")
+#: how subjects are dealt to clients: equal subject counts (paper) or near-equal sample counts
+BALANCES = ("subjects", "samples")
+#: what a P-FedProx client is scored with: its locally trained model, or next round's mixture
+PFEDPROX_EVALS = ("local", "mixture")
 
 
 @dataclass
@@ -36,6 +40,16 @@ class FederatedConfig:
             (see :mod:`psyau_graph.train.precision`) (default: ``"fp32"``).
         device: torch device of local training and evaluation; model states are exchanged
             on the CPU whatever it is (default: ``"cpu"``).
+        balance: ``"subjects"`` (default, the paper: equal subject counts per client, so
+            sample counts differ) or ``"samples"`` (near-equal sample counts).
+        pfedprox_eval: P-FedProx clients are scored with their locally trained model
+            Ŵ_i (``"local"``, default, as the authors) or with the next round's start
+            θŴ_i + Σω_jŴ_j (``"mixture"``).
+        personal_prefixes: FedRep/FedAS/ELLP parameters kept on the client (default:
+            ``()`` = the task's classifier head).
+        head_epochs: FedRep head epochs per round (default: ``None`` = max(1, E // 5));
+            the body gets the remaining E − head_epochs (at least 1).
+        align_epochs: FedAS parameter-alignment epochs of the head per round (default: ``1``).
     """
 
     clients: int = 5
@@ -59,9 +73,17 @@ class FederatedConfig:
     dp_delta: float = 1e-5
     precision: str = "fp32"
     device: str = "cpu"
+    balance: str = "subjects"
+    pfedprox_eval: str = "local"
+    personal_prefixes: tuple[str, ...] = field(default_factory=tuple)
+    head_epochs: int | None = None
+    align_epochs: int = 1
 
     def __post_init__(self) -> None:
         self.exclude_prefixes = tuple(self.exclude_prefixes)
+        if isinstance(self.personal_prefixes, str):
+            raise TypeError("personal_prefixes must be a sequence of prefixes, not a single string")
+        self.personal_prefixes = tuple(self.personal_prefixes)
         self.validate()
 
     def validate(self, num_subjects: int | None = None) -> None:
@@ -96,6 +118,14 @@ class FederatedConfig:
 
         check_device(self.device)
         check_precision(self.precision, self.device)
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
+        if self.pfedprox_eval not in PFEDPROX_EVALS:
+            raise ValueError(f"pfedprox_eval must be one of {PFEDPROX_EVALS}, got {self.pfedprox_eval!r}")
+        if self.head_epochs is not None and (not isinstance(self.head_epochs, int) or self.head_epochs < 1):
+            raise ValueError(f"head_epochs must be an integer >= 1 or None, got {self.head_epochs!r}")
+        if not isinstance(self.align_epochs, int) or self.align_epochs < 0:
+            raise ValueError(f"align_epochs must be an integer >= 0, got {self.align_epochs!r}")
         if num_subjects is not None and self.clients > num_subjects:
             raise ValueError(f"clients ({self.clients}) exceeds the number of subjects "
                              f"({num_subjects}): clients are disjoint subject groups")
@@ -111,6 +141,7 @@ class FederatedConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["exclude_prefixes"] = list(self.exclude_prefixes)
+        d["personal_prefixes"] = list(self.personal_prefixes)
         return d
 
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from tqdm.auto import tqdm
 
 from ..progress import LineProgress
-from . import core
+from . import core, personalized
 from .client import client_data, clone_state, initial_state, local_evaluate, local_train, partition
 from .config import FederatedConfig
 from .results import summarize, write_csv, write_json
@@ -52,12 +52,16 @@ class ServerState:
             return self.global_shared
         return core.personalised_init(self.hat, self.n, self.theta, clients=[client])[client]
 
-    def aggregate(self, accepted: Mapping[Any, Mapping], num_samples: Mapping[Any, int]) -> None:
-        """Fold accepted client updates into the state."""
+    def aggregate(self, accepted: Mapping[Any, Mapping], num_samples: Mapping[Any, int],
+                  fishers: Mapping[Any, Mapping] | None = None) -> None:
+        """Fold accepted client updates into the state (``fishers``: FedAS/ELLP only)."""
         if not accepted:
             return
         ids = list(accepted)
-        if self.strategy == "p-fedprox":
+        if self.strategy in personalized.PERSONAL_STRATEGIES:
+            if sum(int(num_samples[c]) for c in ids) > 0:
+                self.global_shared = personalized.aggregate(self.strategy, accepted, num_samples, fishers)
+        elif self.strategy == "p-fedprox":
             for c in ids:
                 self.hat[c] = clone_state(accepted[c])
                 self.n[c] = int(num_samples[c])
@@ -111,7 +115,11 @@ class FederatedRun:
         K = cfg.clients
         datas = [client_data(self.dataset, parts[i], cfg, repeat, i) for i in range(K)]
         init = initial_state(task, cfg.seed + repeat)
-        keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
+        personal = None
+        if cfg.strategy in personalized.PERSONAL_STRATEGIES:
+            personal = personalized.personal_prefixes(task, cfg.personal_prefixes)
+        keys = core.shared_keys(task.make_model(), cfg.share_bn_stats,
+                                tuple(cfg.exclude_prefixes) + tuple(personal or ()))
         local = {i: clone_state(init) for i in range(K)}
         server = ServerState(cfg.strategy, core.select(init, keys), cfg.theta)
         federated = cfg.strategy != "local"
@@ -121,12 +129,17 @@ class FederatedRun:
                              enabled=self.progress)
         for rnd in bar:
             t0 = time.perf_counter()
-            updates, n_train, status, train_loss = {}, {}, {}, {}
+            updates, n_train, status, train_loss, fishers = {}, {}, {}, {}, {}
             for i in range(K):
                 sent = server.model_for(i) if federated else None
                 try:
-                    new_state, shared_out, m = local_train(task, local[i], sent, datas[i], cfg,
-                                                           client=i, rnd=rnd, repeat=repeat, keys=keys)
+                    if personal is not None:
+                        new_state, shared_out, m, fishers[i] = personalized.personal_local_train(
+                            task, local[i], sent, datas[i], cfg, client=i, rnd=rnd, repeat=repeat,
+                            keys=keys, personal=personal)
+                    else:
+                        new_state, shared_out, m = local_train(task, local[i], sent, datas[i], cfg,
+                                                               client=i, rnd=rnd, repeat=repeat, keys=keys)
                 except Exception as exc:  # a client crash must not end the round
                     log.warning("round %d: client %d failed during local training: %r", rnd, i, exc)
                     self.failures.append({"strategy": cfg.strategy, "repeat": repeat, "round": rnd,
@@ -144,11 +157,13 @@ class FederatedRun:
                 if len(accepted) < cfg.min_clients:
                     raise RoundFailed(f"round {rnd}: only {len(accepted)} client update(s) accepted, "
                                       f"min_clients={cfg.min_clients}")
-                server.aggregate(accepted, n_train)
+                server.aggregate(accepted, n_train, fishers if personal is not None else None)
             elif sum(s == "ok" for s in status.values()) < cfg.min_clients:
                 raise RoundFailed(f"round {rnd}: fewer than min_clients={cfg.min_clients} clients trained")
             for i in range(K):
                 sent = server.model_for(i) if federated else None
+                if cfg.strategy == "p-fedprox" and cfg.pfedprox_eval == "local":
+                    sent = None  # the locally trained personalised model Ŵ_i, as the authors score it
                 ev = local_evaluate(task, local[i], sent, datas[i], cfg)
                 records.append({"strategy": cfg.strategy, "repeat": repeat, "round": rnd, "client": i,
                                 "status": status[i], "n_train": datas[i].n_train,
@@ -166,7 +181,7 @@ class FederatedRun:
             ``{"config", "records", "summary", "failures", "rejected", "round_times"}``.
         """
         cfg = self.config
-        parts = partition(self.subjects, cfg.clients, cfg.part_seed)
+        parts = partition(self.subjects, cfg.clients, cfg.part_seed, cfg.balance)
         records: list[dict] = []
         for repeat in range(cfg.repeats):
             self._run_repeat(repeat, parts, records)

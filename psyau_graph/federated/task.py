@@ -54,12 +54,26 @@ class FedPsyAUTask:
     Args:
         model_config: ``dict`` of :class:`psyau_graph.nn.FedPsyAUConfig` fields (default: paper).
         label_scheme: label scheme of ``MEDataset`` (default: ``None`` = the dataset's own).
+        au_module: a pretrained AU module (``psyau pretrain`` output) loaded into every
+            model this task builds (default: ``None`` = random initialisation).
+        freeze_au: keep that AU module frozen (not trained and, having no trainable
+            parameter, not shared), as the authors run it (default: ``False``).
     """
 
-    def __init__(self, model_config: dict | None = None, label_scheme: str | None = None):
+    #: the classifier head: what FedRep/FedAS/ELLP keep personal by default
+    head_prefixes = ("dsi.fc",)
+
+    def __init__(self, model_config: dict | None = None, label_scheme: str | None = None,
+                 au_module: str | None = None, freeze_au: bool = False):
         self.model_config = dict(model_config or {})
         self.label_scheme = label_scheme
         self.num_classes = int(self.model_config.get("num_classes", 3))
+        if freeze_au and au_module is None:
+            raise ValueError("freeze_au needs au_module (a pretrained AU-module file)")
+        self.au_module = None if au_module is None else str(au_module)
+        self.freeze_au = bool(freeze_au)
+        if self.au_module is not None and not Path(self.au_module).is_file():
+            raise FileNotFoundError(f"AU module file not found: {self.au_module}")
 
     def _config(self):
         from ..nn import FedPsyAUConfig
@@ -67,7 +81,11 @@ class FedPsyAUTask:
 
     def make_model(self) -> nn.Module:
         from ..nn import FedPsyAU
-        return FedPsyAU(self._config())
+        model = FedPsyAU(self._config())
+        if self.au_module is not None:
+            from ..train.pretrain import load_au_module
+            load_au_module(model, self.au_module, freeze=self.freeze_au)
+        return model
 
     def load_dataset(self, data_path):
         from ..data.dataset import MEDataset
@@ -126,6 +144,9 @@ class ToyTask:
         fail: ``{"client": i, "round": t}`` pairs at which local training raises (fault
             injection for tests) (default: none).
     """
+
+    #: the classifier head: what FedRep/FedAS/ELLP keep personal by default
+    head_prefixes = ("head",)
 
     def __init__(self, features: int = 8, hidden: int = 16, num_classes: int = 3,
                  fail: Iterable[tuple[int, int]] = ()):

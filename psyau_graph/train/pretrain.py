@@ -143,7 +143,7 @@ def load_au_module(model: nn.Module, path: Union[str, os.PathLike], freeze: bool
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"AU module file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = torch.load(path, map_location="cpu", weights_only=True)  # data only, never code
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path}: not an AU-module file (expected format {FORMAT!r})")
     saved, ours = obj["config"], model.config.to_dict()

@@ -54,7 +54,7 @@ def _setup(context: Context, spec: dict | None):
         indices = np.arange(len(task.subjects(dataset)))
     else:
         k = int(node.get("num-partitions", cfg.clients))
-        indices = partition(task.subjects(dataset), k, cfg.part_seed)[client]
+        indices = partition(task.subjects(dataset), k, cfg.part_seed, cfg.balance)[client]
     data: ClientData = client_data(dataset, indices, cfg, extras["repeat"], client)
     return cfg, task, data, client, extras
 
@@ -93,6 +93,8 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
         cfg, task, data, client, extras = _setup(context, spec)
         shared_in = msg.content["arrays"].to_torch_state_dict()
         full = _local_state(context, task, cfg, extras)
+        if cfg.strategy == "p-fedprox" and cfg.pfedprox_eval == "local":
+            shared_in = None  # score the locally trained model Ŵ_i, as the in-process engine
         ev = local_evaluate(task, full, shared_in, data, cfg)
         metrics = {"num-examples": int(ev["n_test"]), "n_train": int(data.n_train),
                    "client-index": int(client)}

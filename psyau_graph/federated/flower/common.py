@@ -34,7 +34,9 @@ from dataclasses import fields
 from ..config import FederatedConfig
 
 _CFG_KEYS = {f.name: f.name.replace("_", "-") for f in fields(FederatedConfig)
-             if f.name not in ("exclude_prefixes", "partition_seed")}
+             if f.name not in ("exclude_prefixes", "partition_seed",
+                               # FedRep/FedAS/ELLP options: in-process strategies only
+                               "personal_prefixes", "head_epochs", "align_epochs")}
 
 
 def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out: str = "",
