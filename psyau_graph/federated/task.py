@@ -137,9 +137,11 @@ class ToyTask:
         path = Path(data_path)
         if path.is_dir():
             path = path / "toy.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"toy data file not found: {path}")
-        d = torch.load(path, weights_only=False)
+        from ..train.checkpoint import safe_torch_load
+
+        d = safe_torch_load(path, "toy data file")
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a dict with keys x, y, subjects")
         for k in ("x", "y", "subjects"):
             if k not in d:
                 raise ValueError(f"{path}: missing key {k!r} (expected x, y, subjects)")
