@@ -36,8 +36,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--theta", type=float, default=0.9, help="P-FedProx own-model weight (default: 0.9)")
     p.add_argument("--repeats", type=int, default=10, help="random 70/30 splits (default: 10)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-clients", type=int, default=1,
-                   help="accepted client updates a round needs (default: 1)")
+    p.add_argument("--min-clients", default="all",
+                   help="quorum: accepted client updates a round needs: 'all' (default), an integer N, "
+                        "or a fraction in (0, 1] of the clients; below it the run stops naming the "
+                        "failed clients and the round")
     p.add_argument("--share-bn-stats", action="store_true",
                    help="also share BatchNorm running statistics (default: kept local, FedBN)")
     p.add_argument("--dp-noise-multiplier", type=float, default=0.0,
@@ -60,7 +62,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from pathlib import Path
 
-    from psyau_graph.federated.config import FederatedConfig
+    from psyau_graph.federated.config import FederatedConfig, parse_min_clients
     from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
 
     out = Path(args.out)
@@ -71,7 +73,7 @@ def run(args) -> int:
                      "model_config": {"ablation": args.ablation}}
     common = dict(clients=args.clients, rounds=args.rounds, local_epochs=args.local_epochs,
                   lr=args.lr, batch_size=args.batch_size, mu=args.mu, theta=args.theta,
-                  repeats=args.repeats, seed=args.seed, min_clients=args.min_clients,
+                  repeats=args.repeats, seed=args.seed, min_clients=parse_min_clients(args.min_clients),
                   share_bn_stats=args.share_bn_stats, dp_noise_multiplier=args.dp_noise_multiplier,
                   dp_clipping_norm=args.dp_clipping_norm, dp_delta=args.dp_delta)
     try:  # validate every configuration before anything starts
@@ -86,7 +88,7 @@ def run(args) -> int:
         raise SystemExit(f"psyau federate: --clients {args.clients} but {len(args.node_data)} "
                          "--node-data folders")
 
-    from psyau_graph.federated.run import FederatedRun, write_outputs
+    from psyau_graph.federated.run import RoundFailed
     from psyau_graph.federated.task import make_task
 
     if args.task == "fedpsyau" and any(s != "local" for s in configs) and args.engine != "inprocess":
@@ -96,6 +98,17 @@ def run(args) -> int:
         task_spec["model_config"]["num_classes"] = probe.num_classes
 
     task = make_task(task_spec)
+    try:
+        return _run_strategies(args, configs, task, task_spec, common, out)
+    except RoundFailed as exc:  # below the quorum: one line (a programming error keeps its traceback)
+        print(f"psyau federate: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run_strategies(args, configs, task, task_spec, common, out) -> int:
+    from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
+    from psyau_graph.federated.run import FederatedRun, write_outputs
+
     records, engines = [], {}
     dataset = None
     for s, cfg in configs.items():

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 from tqdm.auto import tqdm
 
 from . import core
-from .client import client_data, clone_state, initial_state, local_evaluate, local_train, partition
+from .client import (DECLARED_FAILURES, client_data, clone_state, initial_state, local_evaluate,
+                     local_train, partition)
 from .config import FederatedConfig
 from .results import summarize, write_csv, write_json
 from .task import FedPsyAUTask, Task
@@ -23,7 +24,14 @@ log = logging.getLogger(__name__)
 
 
 class RoundFailed(RuntimeError):
-    """Fewer accepted client updates than ``min_clients`` in a round."""
+    """Fewer accepted client updates than the quorum (``min_clients``) in a round."""
+
+
+def quorum_message(rnd: int, accepted: int, total: int, quorum: int, why: Mapping[Any, str]) -> str:
+    """One line: which clients failed in which round, and the quorum missed."""
+    who = "; ".join(f"client {c}: {w}" for c, w in sorted(why.items(), key=lambda x: str(x[0])))
+    return (f"round {rnd}: {accepted} of {total} client updates accepted, below the quorum of {quorum} "
+            f"(min_clients); failed: {who or 'none reported'}").replace("\n", " ")
 
 
 class ServerState:
@@ -118,18 +126,19 @@ class FederatedRun:
                    disable=None if self.progress else True, leave=False)
         for rnd in bar:
             t0 = time.perf_counter()
-            updates, n_train, status, train_loss = {}, {}, {}, {}
+            updates, n_train, status, train_loss, why = {}, {}, {}, {}, {}
             for i in range(K):
                 sent = server.model_for(i) if federated else None
                 try:
                     new_state, shared_out, m = local_train(task, local[i], sent, datas[i], cfg,
                                                            client=i, rnd=rnd, repeat=repeat, keys=keys)
-                except Exception as exc:  # a client crash must not end the round
+                except DECLARED_FAILURES as exc:  # data/resource failure: recorded, round goes on
                     log.warning("round %d: client %d failed during local training: %r", rnd, i, exc)
                     self.failures.append({"strategy": cfg.strategy, "repeat": repeat, "round": rnd,
                                           "client": i, "error": repr(exc)})
-                    status[i] = "failed"
+                    status[i], why[i] = "failed", repr(exc)
                     continue
+                # any other exception is a programming error: it propagates with its traceback
                 local[i] = new_state
                 updates[i], n_train[i], train_loss[i] = shared_out, m["n_train"], m["train_loss"]
                 status[i] = "ok"
@@ -137,19 +146,21 @@ class FederatedRun:
                 accepted, rejected = core.filter_updates(updates, server.global_shared, rnd)
                 for rec in rejected:
                     status[int(rec.client)] = "rejected"
+                    why[int(rec.client)] = f"update rejected: {rec.reason}"
                     self.rejected.append({"strategy": cfg.strategy, "repeat": repeat, **rec.to_dict()})
-                if len(accepted) < cfg.min_clients:
-                    raise RoundFailed(f"round {rnd}: only {len(accepted)} client update(s) accepted, "
-                                      f"min_clients={cfg.min_clients}")
+                if len(accepted) < cfg.quorum:
+                    raise RoundFailed(quorum_message(rnd, len(accepted), K, cfg.quorum, why))
                 server.aggregate(accepted, n_train)
-            elif sum(s == "ok" for s in status.values()) < cfg.min_clients:
-                raise RoundFailed(f"round {rnd}: fewer than min_clients={cfg.min_clients} clients trained")
+            elif sum(s == "ok" for s in status.values()) < cfg.quorum:
+                raise RoundFailed(quorum_message(rnd, sum(s == "ok" for s in status.values()), K,
+                                                 cfg.quorum, why))
             for i in range(K):
                 sent = server.model_for(i) if federated else None
                 ev = local_evaluate(task, local[i], sent, datas[i], cfg)
                 records.append({"strategy": cfg.strategy, "repeat": repeat, "round": rnd, "client": i,
                                 "status": status[i], "n_train": datas[i].n_train,
-                                "train_loss": train_loss.get(i), **ev})
+                                "train_loss": train_loss.get(i), **ev,
+                                **({"error": why[i]} if i in why else {})})
             self.round_times.append(time.perf_counter() - t0)
             last = [r for r in records if r["round"] == rnd and r["repeat"] == repeat]
             bar.set_postfix(uf1=f"{sum(r['uf1'] for r in last) / len(last):.3f}")

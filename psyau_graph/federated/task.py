@@ -26,6 +26,12 @@ from torch import nn
 from ..train.metrics import uar, uf1, accuracy
 
 
+class ClientFailure(RuntimeError):
+    """A declared data/resource failure of one client's round (its data cannot be read,
+    it ran out of memory ...): the client is recorded as failed and the round continues
+    if the quorum is met. Any other exception in local training stops the run."""
+
+
 class Task(Protocol):
     """Interface the federated engines use."""
 
@@ -121,14 +127,17 @@ class ToyTask:
         features: input features F (default: ``8``).
         hidden: hidden units (default: ``16``).
         num_classes: classes (default: ``3``).
-        fail: ``{"client": i, "round": t}`` pairs at which local training raises (fault
-            injection for tests) (default: none).
+        fail: ``(client, round)`` pairs at which local training raises a declared
+            :class:`ClientFailure` (fault injection for tests) (default: none).
+        bug: ``(client, round)`` pairs at which local training raises a ``TypeError``
+            (an injected programming error) (default: none).
     """
 
     def __init__(self, features: int = 8, hidden: int = 16, num_classes: int = 3,
-                 fail: Iterable[tuple[int, int]] = ()):
+                 fail: Iterable[tuple[int, int]] = (), bug: Iterable[tuple[int, int]] = ()):
         self.features, self.hidden, self.num_classes = int(features), int(hidden), int(num_classes)
         self.fail = {(int(c), int(r)) for c, r in fail}
+        self.bug = {(int(c), int(r)) for c, r in bug}
 
     def make_model(self) -> nn.Module:
         return _ToyNet(self.features, self.hidden, self.num_classes)
@@ -162,7 +171,9 @@ class ToyTask:
 
     def check_fault(self, client: int, rnd: int) -> None:
         if (int(client), int(rnd)) in self.fail:
-            raise RuntimeError(f"injected failure of client {client} in round {rnd}")
+            raise ClientFailure(f"injected failure of client {client} in round {rnd}")
+        if (int(client), int(rnd)) in self.bug:
+            raise TypeError(f"injected programming error of client {client} in round {rnd}")
 
     def train_epoch(self, model, loader, optimizer, extra_loss):
         model.train()

@@ -20,7 +20,8 @@ from ..run import write_outputs
 from ..task import make_task
 from .common import from_run_config
 from ..privacy import privacy_report, wrap_dp
-from .strategy import make_strategy
+from ..run import RoundFailed
+from .strategy import ClientCrashed, make_strategy
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,23 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         init = initial_state(task, cfg.seed + extras["repeat"])
         keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
         inner = make_strategy(cfg.strategy, num_nodes=cfg.clients, mu=cfg.mu, theta=cfg.theta,
-                              min_clients=cfg.min_clients)
+                              min_clients=cfg.quorum)
         strategy = inner
         if cfg.dp_noise_multiplier > 0:
             strategy = wrap_dp(inner, noise_multiplier=cfg.dp_noise_multiplier,
                                clipping_norm=cfg.dp_clipping_norm, num_clients=cfg.clients)
         t0 = time.perf_counter()
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(core.select(init, keys)),
-                       num_rounds=cfg.rounds, timeout=extras["timeout"],
-                       train_config=ConfigRecord({"local-epochs": cfg.local_epochs}),
-                       evaluate_config=ConfigRecord({}))
+        try:
+            strategy.start(grid=grid, initial_arrays=ArrayRecord(core.select(init, keys)),
+                           num_rounds=cfg.rounds, timeout=extras["timeout"],
+                           train_config=ConfigRecord({"local-epochs": cfg.local_epochs}),
+                           evaluate_config=ConfigRecord({}))
+        except (RoundFailed, ClientCrashed) as exc:
+            # Flower logs and swallows a ServerApp exception; hand it to an in-process
+            # caller so that the run stops there with the same error
+            if sink is not None:
+                sink({"error": exc})
+            raise
         wall = time.perf_counter() - t0
         records = sorted(inner.records, key=lambda r: (r["round"], r["client"]))
         result = {"engine": "flower", "config": cfg.to_dict(), "records": records,

@@ -91,5 +91,7 @@ def run_simulation(data: str | Path, config: FederatedConfig, task_spec: dict | 
     if not results:
         raise RuntimeError("the Flower simulation ended without a result (see the Flower log)")
     res = results[0]
+    if "error" in res:  # quorum missed or a ClientApp raised: the run stops with that error
+        raise res["error"]
     res["engine"] = "simulation"
     return res
