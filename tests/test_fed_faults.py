@@ -260,3 +260,80 @@ def test_simulation_engine_crash_injection(tmp_path):
         run_simulation(data, _cfg(rounds=2), {"name": "toy", "fail": [[0, 1]]}, num_cpus=2)
     with pytest.raises(ClientCrashed, match="injected programming error"):
         run_simulation(data, _cfg(rounds=2, min_clients=1), {"name": "toy", "bug": [[2, 1]]}, num_cpus=2)
+
+
+# ----------------------------------------------------------------- resume a killed server
+_KILLER = """
+import os, sys
+import psyau_graph.federated.run as run_mod
+from psyau_graph.federated.config import FederatedConfig
+from psyau_graph.federated.task import ToyTask
+real = run_mod.FederatedRun._save_state
+def save_then_die(self, repeat, rnd, *a):
+    real(self, repeat, rnd, *a)
+    if rnd == 2:
+        os._exit(9)   # the server process dies right after round 2's checkpoint
+run_mod.FederatedRun._save_state = save_then_die
+cfg = FederatedConfig(**eval(sys.argv[3]))
+run_mod.FederatedRun(sys.argv[1], cfg, task=ToyTask(), progress=False).run(sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("strategy", ["p-fedprox", "fedavg"])
+def test_resume_after_killed_server_matches_uninterrupted(toy, tmp_path, strategy, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    kw = dict(clients=3, rounds=4, local_epochs=1, lr=0.02, batch_size=16, repeats=1, strategy=strategy)
+    ref = FederatedRun(toy, FederatedConfig(**kw), task=ToyTask(), progress=False).run(tmp_path / "ref")
+    out = tmp_path / "cut"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILLER, str(toy), str(out), repr(kw)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    assert not (out / "metrics.json").exists() and (out / "federation_state.pt").is_file()
+    import psyau_graph.federated.run as run_mod
+    trained = []
+    real = run_mod.local_train
+
+    def counting(*a, **k):
+        trained.append(k["rnd"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_mod, "local_train", counting)
+    res = FederatedRun(toy, FederatedConfig(**kw), task=ToyTask(), progress=False).run(out, resume=True)
+    assert trained == [3, 3, 3, 4, 4, 4]    # only the rounds the killed server had not finished
+    key = lambda r: (r["round"], r["client"])  # noqa: E731
+    got = sorted(res["records"], key=key)
+    want = sorted(ref["records"], key=key)
+    assert [key(r) for r in got] == [(r, c) for r in range(1, 5) for c in range(3)]
+    for g, w in zip(got, want):
+        assert {k: g[k] for k in ("uf1", "uar", "acc", "loss", "train_loss")} == \
+               {k: w[k] for k in ("uf1", "uar", "acc", "loss", "train_loss")}
+    assert res["summary"] == ref["summary"]
+
+
+def test_resume_refuses_other_config(toy, tmp_path):
+    kw = dict(clients=3, rounds=2, local_epochs=1, lr=0.02, batch_size=16, repeats=1, strategy="fedavg")
+    FederatedRun(toy, FederatedConfig(**kw), task=ToyTask(), progress=False).run(tmp_path)
+    with pytest.raises(ValueError, match="configuration differs.*lr"):
+        FederatedRun(toy, FederatedConfig(**{**kw, "lr": 0.01}), task=ToyTask(),
+                     progress=False).run(tmp_path, resume=True)
+
+
+def test_cli_resume_flag(toy, tmp_path, capsys):
+    import json
+
+    from psyau_graph.cli import main
+
+    argv = ["federate", "--task", "toy", "--data", str(toy), "--clients", "2", "--rounds", "2",
+            "--local-epochs", "1", "--repeats", "1", "--strategy", "fedavg", "--lr", "0.02",
+            "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "o" / "summary.json").read_text())["summary"]
+    assert main(argv + ["--resume"]) == 0       # nothing left to train: same summary again
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["summary"] == first
+    capsys.readouterr()
+    assert main(argv + ["--resume", "--engine", "simulation"]) == 2
+    assert "--resume continues in-process runs only" in capsys.readouterr().err

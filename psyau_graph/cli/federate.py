@@ -40,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="quorum: accepted client updates a round needs: 'all' (default), an integer N, "
                         "or a fraction in (0, 1] of the clients; below it the run stops naming the "
                         "failed clients and the round")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from the per-round server checkpoint in --out "
+                        "(same arguments; in-process engine)")
     p.add_argument("--share-bn-stats", action="store_true",
                    help="also share BatchNorm running statistics (default: kept local, FedBN)")
     p.add_argument("--dp-noise-multiplier", type=float, default=0.0,
@@ -98,6 +101,8 @@ def run(args) -> int:
         task_spec["model_config"]["num_classes"] = probe.num_classes
 
     task = make_task(task_spec)
+    if args.resume and args.engine != "inprocess":
+        raise ValueError(f"--resume continues in-process runs only, not --engine {args.engine}")
     try:
         return _run_strategies(args, configs, task, task_spec, common, out)
     except RoundFailed as exc:  # below the quorum: one line (a programming error keeps its traceback)
@@ -121,7 +126,7 @@ def _run_strategies(args, configs, task, task_spec, common, out) -> int:
                 print(f"psyau federate: error: {exc}", file=sys.stderr)
                 return 2
             dataset = run_.dataset
-            res = run_.run(out / s)
+            res = run_.run(out / s, resume=args.resume)
         elif engine == "simulation":
             from psyau_graph.federated.flower.simulation import run_simulation
             recs = []

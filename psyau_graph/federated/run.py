@@ -34,6 +34,24 @@ def quorum_message(rnd: int, accepted: int, total: int, quorum: int, why: Mappin
             f"(min_clients); failed: {who or 'none reported'}").replace("\n", " ")
 
 
+STATE_FILE = "federation_state.pt"
+STATE_FORMAT = "psyau_graph.federation_state/1"
+
+
+def load_state(path: str | Path, config: FederatedConfig) -> dict:
+    """Read a per-round server checkpoint (safe loading) and check it belongs to ``config``."""
+    from ..train.checkpoint import safe_torch_load
+    path = Path(path)
+    state = safe_torch_load(path, "federation checkpoint")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a federation checkpoint (expected format {STATE_FORMAT!r})")
+    saved, now = state["config"], config.to_dict()
+    diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    if diff:
+        raise ValueError(f"cannot resume from {path}: configuration differs (saved, now): {diff}")
+    return state
+
+
 class ServerState:
     """Server-side state of one run (global model and P-FedProx per-client models).
 
@@ -111,9 +129,21 @@ class FederatedRun:
         self.failures: list[dict] = []
         self.rejected: list[dict] = []
         self.round_times: list[float] = []
+        self._state_path: Path | None = None
 
     # ------------------------------------------------------------------ one repeat
-    def _run_repeat(self, repeat: int, parts, records: list[dict]) -> None:
+    def _save_state(self, repeat, rnd, local, server, records) -> None:
+        """Atomic per-round checkpoint of everything the next round needs (see :meth:`run`)."""
+        if self._state_path is None:
+            return
+        from ..train.checkpoint import atomic_torch_save
+        atomic_torch_save({"format": STATE_FORMAT, "config": self.config.to_dict(), "repeat": repeat,
+                           "round": rnd, "local": local, "global": server.global_shared,
+                           "hat": server.hat, "n": server.n, "records": records,
+                           "failures": self.failures, "rejected": self.rejected,
+                           "round_times": self.round_times}, self._state_path)
+
+    def _run_repeat(self, repeat: int, parts, records: list[dict], resume: dict | None = None) -> None:
         cfg, task = self.config, self.task
         K = cfg.clients
         datas = [client_data(self.dataset, parts[i], cfg, repeat, i) for i in range(K)]
@@ -121,8 +151,15 @@ class FederatedRun:
         keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
         local = {i: clone_state(init) for i in range(K)}
         server = ServerState(cfg.strategy, core.select(init, keys), cfg.theta)
+        first = 1
+        if resume is not None:  # continue after the last completed round of this repeat
+            local = {int(i): dict(v) for i, v in resume["local"].items()}
+            server.global_shared = dict(resume["global"])
+            server.hat = {int(i): dict(v) for i, v in resume["hat"].items()}
+            server.n = {int(i): int(v) for i, v in resume["n"].items()}
+            first = int(resume["round"]) + 1
         federated = cfg.strategy != "local"
-        bar = tqdm(range(1, cfg.rounds + 1), desc=f"{cfg.strategy} r{repeat}", unit="round",
+        bar = tqdm(range(first, cfg.rounds + 1), desc=f"{cfg.strategy} r{repeat}", unit="round",
                    disable=None if self.progress else True, leave=False)
         for rnd in bar:
             t0 = time.perf_counter()
@@ -162,11 +199,21 @@ class FederatedRun:
                                 "train_loss": train_loss.get(i), **ev,
                                 **({"error": why[i]} if i in why else {})})
             self.round_times.append(time.perf_counter() - t0)
+            self._save_state(repeat, rnd, local, server, records)
             last = [r for r in records if r["round"] == rnd and r["repeat"] == repeat]
             bar.set_postfix(uf1=f"{sum(r['uf1'] for r in last) / len(last):.3f}")
 
-    def run(self, out_dir: str | Path | None = None) -> dict:
+    def run(self, out_dir: str | Path | None = None, resume: bool = False) -> dict:
         """Run all repeats; write ``metrics.json``/``metrics.csv`` (and plots) to ``out_dir``.
+
+        With ``out_dir``, after every round the server state is written atomically to
+        ``out_dir/federation_state.pt`` (:data:`STATE_FILE`): every client's full local
+        state, the global shared tensors, P-FedProx's per-client models and sample
+        counts, the repeat and round, and the records, failures and rejections so far.
+        No RNG state is needed: every client's round is seeded by
+        :func:`~psyau_graph.federated.config.round_seed`. ``resume=True`` continues from
+        that file (same configuration required) and reaches the metrics of an
+        uninterrupted run.
 
         Returns:
             ``{"config", "records", "summary", "failures", "rejected", "round_times"}``.
@@ -174,8 +221,20 @@ class FederatedRun:
         cfg = self.config
         parts = partition(self.subjects, cfg.clients, cfg.part_seed)
         records: list[dict] = []
-        for repeat in range(cfg.repeats):
-            self._run_repeat(repeat, parts, records)
+        self._state_path = Path(out_dir) / STATE_FILE if out_dir is not None else None
+        start, state = 0, None
+        if resume:
+            if self._state_path is None:
+                raise ValueError("resume needs the output folder of the interrupted run")
+            state = load_state(self._state_path, cfg)
+            records = list(state["records"])
+            self.failures, self.rejected = list(state["failures"]), list(state["rejected"])
+            self.round_times = list(state["round_times"])
+            start = int(state["repeat"])
+            if int(state["round"]) >= cfg.rounds:
+                start, state = start + 1, None
+        for repeat in range(start, cfg.repeats):
+            self._run_repeat(repeat, parts, records, resume=state if repeat == start else None)
         result = {"engine": "inprocess", "config": cfg.to_dict(), "records": records,
                   "summary": summarize(records), "failures": self.failures,
                   "rejected": self.rejected, "round_times": self.round_times,
