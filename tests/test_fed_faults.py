@@ -337,3 +337,72 @@ def test_cli_resume_flag(toy, tmp_path, capsys):
     capsys.readouterr()
     assert main(argv + ["--resume", "--engine", "simulation"]) == 2
     assert "--resume continues in-process runs only" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- robust aggregation
+def test_median_trimmed_mean_and_norm_bound_on_states():
+    from psyau_graph.federated import core
+    states = [{"w": torch.tensor([1.0, 10.0])}, {"w": torch.tensor([2.0, 20.0])},
+              {"w": torch.tensor([3.0, 30.0])}, {"w": torch.tensor([1000.0, -1000.0])}]
+    assert torch.allclose(core.coordinate_median(states)["w"], torch.tensor([2.5, 15.0]))
+    assert torch.allclose(core.trimmed_mean(states, 0.25)["w"], torch.tensor([2.5, 15.0]))
+    assert torch.allclose(core.trimmed_mean(states, 0.0)["w"], torch.tensor([251.5, -235.0]))
+    sent = {i: {"w": torch.zeros(2)} for i in range(4)}
+    upd = {i: s for i, s in enumerate(states)}
+    bounded, scaled = core.bound_update_norms(upd, sent, 2.0)
+    assert [r["client"] for r in scaled] == [3]
+    med = scaled[0]["median"]
+    assert float(bounded[3]["w"].norm()) == pytest.approx(2.0 * med)
+    assert torch.equal(bounded[0]["w"], states[0]["w"])
+    with pytest.raises(ValueError, match="trim"):
+        core.trimmed_mean(states, 0.5)
+
+
+def _scaled_attacker(monkeypatch, factor=100.0, attacker=2):
+    import psyau_graph.federated.run as run_mod
+    real = run_mod.local_train
+
+    def attack(task, full, shared_in, data, cfg, **kw):
+        st, shared, m = real(task, full, shared_in, data, cfg, **kw)
+        if kw["client"] == attacker:
+            shared = {k: shared_in[k] + (v - shared_in[k]) * factor if v.is_floating_point() else v
+                      for k, v in shared.items()}
+        return st, shared, m
+
+    monkeypatch.setattr(run_mod, "local_train", attack)
+
+
+@pytest.mark.parametrize("kw", [dict(aggregation="median"), dict(aggregation="trimmed-mean", trim_fraction=0.25),
+                                dict(norm_bound=2.0)])
+def test_scaled_update_is_contained(toy, monkeypatch, kw):
+    base = dict(clients=4, rounds=1, min_clients=None)
+
+    def global_after(extra):
+        run = FederatedRun(toy, _cfg(**base, **extra), task=ToyTask(), progress=False)
+        seen = {}
+        import psyau_graph.federated.run as run_mod
+        real_agg = run_mod.ServerState.aggregate
+
+        def spy(self, accepted, n):
+            real_agg(self, accepted, n)
+            seen["g"] = self.global_shared
+        monkeypatch.setattr(run_mod.ServerState, "aggregate", spy)
+        res = run.run()
+        return seen["g"], res
+
+    honest, _ = global_after({})
+    _scaled_attacker(monkeypatch)
+    attacked_mean, _ = global_after({})
+    attacked_robust, res = global_after(kw)
+    dist = lambda a: math.sqrt(sum(float(((a[k] - honest[k]) ** 2).sum()) for k in honest))  # noqa: E731
+    assert dist(attacked_mean) > 10 * dist(attacked_robust)
+    if "norm_bound" in kw:
+        assert [r["client"] for r in res["scaled"]] == [2]
+
+
+def test_robust_aggregation_refused_where_not_implemented():
+    with pytest.raises(ValueError, match="fedavg and fedprox"):
+        _cfg(strategy="p-fedprox", aggregation="median")
+    from psyau_graph.federated.flower.server_app import check_flower_supported
+    with pytest.raises(ValueError, match="in-process engine only"):
+        check_flower_supported(_cfg(norm_bound=2.0))

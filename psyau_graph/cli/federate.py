@@ -40,6 +40,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="quorum: accepted client updates a round needs: 'all' (default), an integer N, "
                         "or a fraction in (0, 1] of the clients; below it the run stops naming the "
                         "failed clients and the round")
+    p.add_argument("--aggregation", choices=("mean", "median", "trimmed-mean"), default="mean",
+                   help="fedavg/fedprox aggregation: sample-weighted mean (default), coordinate-wise "
+                        "median or trimmed mean (in-process engine)")
+    p.add_argument("--trim-fraction", type=float, default=0.2,
+                   help="fraction cut at each end by --aggregation trimmed-mean (default: 0.2)")
+    p.add_argument("--norm-bound", type=float, default=0.0,
+                   help="scale down updates whose norm exceeds this multiple of the round's median "
+                        "update norm; 0 = off (default; in-process engine)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from the per-round server checkpoint in --out "
                         "(same arguments; in-process engine)")
@@ -78,7 +86,8 @@ def run(args) -> int:
                   lr=args.lr, batch_size=args.batch_size, mu=args.mu, theta=args.theta,
                   repeats=args.repeats, seed=args.seed, min_clients=parse_min_clients(args.min_clients),
                   share_bn_stats=args.share_bn_stats, dp_noise_multiplier=args.dp_noise_multiplier,
-                  dp_clipping_norm=args.dp_clipping_norm, dp_delta=args.dp_delta)
+                  dp_clipping_norm=args.dp_clipping_norm, dp_delta=args.dp_delta,
+                  aggregation=args.aggregation, trim_fraction=args.trim_fraction, norm_bound=args.norm_bound)
     try:  # validate every configuration before anything starts
         configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}
     except ValueError as exc:

@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 STRATEGIES = ("local", "fedavg", "fedprox", "p-fedprox")
+AGGREGATIONS = ("mean", "median", "trimmed-mean")
 
 
 @dataclass
@@ -35,6 +36,13 @@ class FederatedConfig:
             Flower engines, fedavg/fedprox only (see :mod:`psyau_graph.federated.privacy`).
         dp_clipping_norm: L2 clipping norm C of each client's update (default: ``1.0``).
         dp_delta: δ at which ε is reported (default: ``1e-5``).
+        aggregation: how fedavg/fedprox combine accepted updates: ``"mean"`` (sample-weighted,
+            default), ``"median"`` (coordinate-wise) or ``"trimmed-mean"`` (coordinate-wise,
+            unweighted); in-process engine.
+        trim_fraction: fraction cut at each end by ``"trimmed-mean"`` (default: ``0.2``).
+        norm_bound: if > 0, an update whose L2 norm exceeds ``norm_bound`` × the round's
+            median update norm is scaled down to that bound (default: ``0`` = off);
+            in-process engine.
     """
 
     clients: int = 5
@@ -56,6 +64,9 @@ class FederatedConfig:
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 1.0
     dp_delta: float = 1e-5
+    aggregation: str = "mean"
+    trim_fraction: float = 0.2
+    norm_bound: float = 0.0
 
     def __post_init__(self) -> None:
         self.exclude_prefixes = tuple(self.exclude_prefixes)
@@ -95,6 +106,15 @@ class FederatedConfig:
         if self.dp_noise_multiplier > 0 and self.strategy not in ("fedavg", "fedprox"):
             raise ValueError("differential privacy (dp_noise_multiplier > 0) is available for "
                              f"fedavg and fedprox, not {self.strategy!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.aggregation != "mean" and self.strategy not in ("fedavg", "fedprox"):
+            raise ValueError(f"aggregation {self.aggregation!r} is available for fedavg and fedprox, "
+                             f"not {self.strategy!r}")
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must lie in [0, 0.5), got {self.trim_fraction}")
+        if self.norm_bound < 0:
+            raise ValueError(f"norm_bound must be >= 0 (0 = off), got {self.norm_bound}")
         if num_subjects is not None and self.clients > num_subjects:
             raise ValueError(f"clients ({self.clients}) exceeds the number of subjects "
                              f"({num_subjects}): clients are disjoint subject groups")

@@ -61,7 +61,9 @@ class ServerState:
         theta: P-FedProx θ.
     """
 
-    def __init__(self, strategy: str, init_shared: Mapping, theta: float = 0.9):
+    def __init__(self, strategy: str, init_shared: Mapping, theta: float = 0.9,
+                 aggregation: str = "mean", trim_fraction: float = 0.2):
+        self.aggregation, self.trim_fraction = aggregation, trim_fraction
         self.strategy = strategy
         self.theta = theta
         self.global_shared = clone_state(init_shared)
@@ -90,6 +92,10 @@ class ServerState:
             if sum(self.n[c] for c in ids_all) > 0:
                 self.global_shared = core.fedavg([self.hat[c] for c in ids_all],
                                                  [self.n[c] for c in ids_all])
+        elif self.aggregation == "median":
+            self.global_shared = core.coordinate_median([accepted[c] for c in ids])
+        elif self.aggregation == "trimmed-mean":
+            self.global_shared = core.trimmed_mean([accepted[c] for c in ids], self.trim_fraction)
         else:
             if sum(int(num_samples[c]) for c in ids) > 0:
                 self.global_shared = core.fedavg([accepted[c] for c in ids],
@@ -130,6 +136,7 @@ class FederatedRun:
         self.rejected: list[dict] = []
         self.round_times: list[float] = []
         self._state_path: Path | None = None
+        self.scaled: list[dict] = []
 
     # ------------------------------------------------------------------ one repeat
     def _save_state(self, repeat, rnd, local, server, records) -> None:
@@ -141,7 +148,7 @@ class FederatedRun:
                            "round": rnd, "local": local, "global": server.global_shared,
                            "hat": server.hat, "n": server.n, "records": records,
                            "failures": self.failures, "rejected": self.rejected,
-                           "round_times": self.round_times}, self._state_path)
+                           "round_times": self.round_times, "scaled": self.scaled}, self._state_path)
 
     def _run_repeat(self, repeat: int, parts, records: list[dict], resume: dict | None = None) -> None:
         cfg, task = self.config, self.task
@@ -150,7 +157,8 @@ class FederatedRun:
         init = initial_state(task, cfg.seed + repeat)
         keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
         local = {i: clone_state(init) for i in range(K)}
-        server = ServerState(cfg.strategy, core.select(init, keys), cfg.theta)
+        server = ServerState(cfg.strategy, core.select(init, keys), cfg.theta, cfg.aggregation,
+                             cfg.trim_fraction)
         first = 1
         if resume is not None:  # continue after the last completed round of this repeat
             local = {int(i): dict(v) for i, v in resume["local"].items()}
@@ -163,9 +171,9 @@ class FederatedRun:
                    disable=None if self.progress else True, leave=False)
         for rnd in bar:
             t0 = time.perf_counter()
-            updates, n_train, status, train_loss, why = {}, {}, {}, {}, {}
+            updates, n_train, status, train_loss, why, sent_to = {}, {}, {}, {}, {}, {}
             for i in range(K):
-                sent = server.model_for(i) if federated else None
+                sent = sent_to[i] = server.model_for(i) if federated else None
                 try:
                     new_state, shared_out, m = local_train(task, local[i], sent, datas[i], cfg,
                                                            client=i, rnd=rnd, repeat=repeat, keys=keys)
@@ -187,6 +195,10 @@ class FederatedRun:
                     self.rejected.append({"strategy": cfg.strategy, "repeat": repeat, **rec.to_dict()})
                 if len(accepted) < cfg.quorum:
                     raise RoundFailed(quorum_message(rnd, len(accepted), K, cfg.quorum, why))
+                if cfg.norm_bound > 0:
+                    accepted, scaled = core.bound_update_norms(accepted, sent_to, cfg.norm_bound)
+                    self.scaled += [{"strategy": cfg.strategy, "repeat": repeat, "round": rnd, **r}
+                                    for r in scaled]
                 server.aggregate(accepted, n_train)
             elif sum(s == "ok" for s in status.values()) < cfg.quorum:
                 raise RoundFailed(quorum_message(rnd, sum(s == "ok" for s in status.values()), K,
@@ -230,6 +242,7 @@ class FederatedRun:
             records = list(state["records"])
             self.failures, self.rejected = list(state["failures"]), list(state["rejected"])
             self.round_times = list(state["round_times"])
+            self.scaled = list(state.get("scaled", []))
             start = int(state["repeat"])
             if int(state["round"]) >= cfg.rounds:
                 start, state = start + 1, None
@@ -237,7 +250,7 @@ class FederatedRun:
             self._run_repeat(repeat, parts, records, resume=state if repeat == start else None)
         result = {"engine": "inprocess", "config": cfg.to_dict(), "records": records,
                   "summary": summarize(records), "failures": self.failures,
-                  "rejected": self.rejected, "round_times": self.round_times,
+                  "rejected": self.rejected, "round_times": self.round_times, "scaled": self.scaled,
                   "client_sizes": [int(len(p)) for p in parts]}
         if out_dir is not None:
             write_outputs(result, out_dir)

@@ -60,7 +60,7 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
         if name in kw:
             kw[name] = int(kw[name])
     for name in ("mu", "theta", "lr", "weight_decay", "train_frac", "dp_noise_multiplier",
-                 "dp_clipping_norm", "dp_delta"):
+                 "dp_clipping_norm", "dp_delta", "trim_fraction", "norm_bound"):
         if name in kw:
             kw[name] = float(kw[name])
     if "share_bn_stats" in kw:

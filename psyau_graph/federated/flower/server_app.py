@@ -26,6 +26,13 @@ from .strategy import ClientCrashed, make_strategy
 log = logging.getLogger(__name__)
 
 
+def check_flower_supported(cfg) -> None:
+    """Options the Flower engines do not implement raise instead of being ignored."""
+    if cfg.aggregation != "mean" or cfg.norm_bound > 0:
+        raise ValueError("robust aggregation (aggregation median/trimmed-mean, norm_bound) runs on the "
+                         "in-process engine only")
+
+
 def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | None = None
                      ) -> ServerApp:
     """A ``ServerApp``.
@@ -40,6 +47,7 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
     def main(grid: Grid, context: Context) -> None:
         rc = spec if spec is not None else context.run_config
         cfg, task_spec, extras = from_run_config(rc)
+        check_flower_supported(cfg)
         task = make_task(task_spec)
         init = initial_state(task, cfg.seed + extras["repeat"])
         keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)

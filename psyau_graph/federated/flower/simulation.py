@@ -50,6 +50,8 @@ def run_simulation(data: str | Path, config: FederatedConfig, task_spec: dict | 
     """
     if config.strategy == "local":
         raise ValueError("the local-only baseline runs in-process (engine 'inprocess')")
+    from .server_app import check_flower_supported
+    check_flower_supported(config)
     task_spec = task_spec or {"name": "fedpsyau"}
     rc = to_run_config(config, task_spec, data=str(data), out=str(out_dir or ""), repeat=repeat)
     own_tmp = None
