@@ -42,8 +42,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--theta", type=float, default=0.9, help="P-FedProx own-model weight (default: 0.9)")
     p.add_argument("--repeats", type=int, default=10, help="random 70/30 splits (default: 10)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-clients", type=int, default=1,
-                   help="accepted client updates a round needs (default: 1)")
+    p.add_argument("--min-clients", default="all",
+                   help="quorum: accepted client updates a round needs: 'all' (default), an integer N, "
+                        "or a fraction in (0, 1] of the clients; below it the run stops naming the "
+                        "failed clients and the round")
+    p.add_argument("--aggregation", choices=("mean", "median", "trimmed-mean"), default="mean",
+                   help="fedavg/fedprox aggregation: sample-weighted mean (default), coordinate-wise "
+                        "median or trimmed mean (in-process engine)")
+    p.add_argument("--trim-fraction", type=float, default=0.2,
+                   help="fraction cut at each end by --aggregation trimmed-mean (default: 0.2)")
+    p.add_argument("--norm-bound", type=float, default=0.0,
+                   help="scale down updates whose norm exceeds this multiple of the round's median "
+                        "update norm; 0 = off (default; in-process engine)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from the per-round server checkpoint in --out "
+                        "(same arguments; in-process engine)")
     p.add_argument("--share-bn-stats", action="store_true",
                    help="also share BatchNorm running statistics (default: kept local, FedBN)")
     p.add_argument("--dp-noise-multiplier", type=float, default=0.0,
@@ -84,7 +97,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from pathlib import Path
 
-    from psyau_graph.federated.config import FederatedConfig
+    from psyau_graph.federated.config import FederatedConfig, parse_min_clients
     from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
 
     out = Path(args.out)
@@ -97,13 +110,14 @@ def run(args) -> int:
             task_spec.update(au_module=args.au_module, freeze_au=args.freeze_au)
     common = dict(clients=args.clients, rounds=args.rounds, local_epochs=args.local_epochs,
                   lr=args.lr, batch_size=args.batch_size, mu=args.mu, theta=args.theta,
-                  repeats=args.repeats, seed=args.seed, min_clients=args.min_clients,
+                  repeats=args.repeats, seed=args.seed, min_clients=parse_min_clients(args.min_clients),
                   share_bn_stats=args.share_bn_stats, dp_noise_multiplier=args.dp_noise_multiplier,
                   dp_clipping_norm=args.dp_clipping_norm, dp_delta=args.dp_delta,
                   balance=args.balance, pfedprox_eval=args.pfedprox_eval,
                   personal_prefixes=tuple(args.personal or ()), head_epochs=args.head_epochs,
                   align_epochs=args.align_epochs,
-                  precision=args.precision, device=args.device)
+                  precision=args.precision, device=args.device,
+                  aggregation=args.aggregation, trim_fraction=args.trim_fraction, norm_bound=args.norm_bound)
     if args.task == "toy" and (args.au_module is not None or args.freeze_au):
         print("psyau federate: error: --au-module/--freeze-au need --task fedpsyau", file=sys.stderr)
         return 2
@@ -127,7 +141,7 @@ def run(args) -> int:
         raise SystemExit(f"psyau federate: --clients {args.clients} but {len(args.node_data)} "
                          "--node-data folders")
 
-    from psyau_graph.federated.run import FederatedRun, write_outputs
+    from psyau_graph.federated.run import RoundFailed
     from psyau_graph.federated.task import make_task
 
     if args.task == "fedpsyau" and any(s != "local" for s in configs) and args.engine != "inprocess":
@@ -137,6 +151,19 @@ def run(args) -> int:
         task_spec["model_config"]["num_classes"] = probe.num_classes
 
     task = make_task(task_spec)
+    if args.resume and args.engine != "inprocess":
+        raise ValueError(f"--resume continues in-process runs only, not --engine {args.engine}")
+    try:
+        return _run_strategies(args, configs, task, task_spec, common, out)
+    except RoundFailed as exc:  # below the quorum: one line (a programming error keeps its traceback)
+        print(f"psyau federate: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run_strategies(args, configs, task, task_spec, common, out) -> int:
+    from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
+    from psyau_graph.federated.run import FederatedRun, write_outputs
+
     records, engines = [], {}
     dataset = None
     for s, cfg in configs.items():
@@ -149,7 +176,7 @@ def run(args) -> int:
                 print(f"psyau federate: error: {exc}", file=sys.stderr)
                 return 2
             dataset = run_.dataset
-            res = run_.run(out / s)
+            res = run_.run(out / s, resume=args.resume)
         elif engine == "simulation":
             from psyau_graph.federated.flower.simulation import run_simulation
             recs = []

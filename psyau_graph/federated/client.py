@@ -16,7 +16,12 @@ import torch
 
 from . import core
 from .config import FederatedConfig, round_seed
-from .task import Task
+from .task import ClientFailure, Task
+
+#: exceptions of local training that count as *this client failed* (recorded, the round
+#: goes on if the quorum is met); anything else is a programming error and stops the run
+DECLARED_FAILURES: tuple[type[BaseException], ...] = (
+    ClientFailure, MemoryError, OSError) + ((torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ())
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Federated training configuration (paper defaults, SPEC §8)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 STRATEGIES = ("local", "fedavg", "fedprox", "p-fedprox", "fedrep", "fedas", "ellp")
@@ -8,6 +9,7 @@ STRATEGIES = ("local", "fedavg", "fedprox", "p-fedprox", "fedrep", "fedas", "ell
 BALANCES = ("subjects", "samples")
 #: what a P-FedProx client is scored with: its locally trained model, or next round's mixture
 PFEDPROX_EVALS = ("local", "mixture")
+AGGREGATIONS = ("mean", "median", "trimmed-mean")
 
 
 @dataclass
@@ -27,8 +29,10 @@ class FederatedConfig:
         train_frac: fraction of each client's samples used for training (default: ``0.7``).
         repeats: number of random 70/30 splits (different seeds) (default: ``10``).
         seed: base seed for model init, partition and splits (default: ``0``).
-        min_clients: a round needs at least this many accepted client updates, else the
-            run stops with an error (default: ``1``).
+        min_clients: the quorum: accepted client updates a round needs, else the run stops
+            with an error naming the failed clients and the round. ``None`` = every client
+            (default); an integer N; or a fraction in (0, 1] of the clients (rounded up).
+            See :attr:`quorum`.
         share_bn_stats: share BatchNorm running statistics (default: ``False``, FedBN).
         exclude_prefixes: state-dict prefixes never shared (default: ``()``).
         partition_seed: seed of the subject → client partition (default: ``None`` = ``seed``).
@@ -50,6 +54,13 @@ class FederatedConfig:
         head_epochs: FedRep head epochs per round (default: ``None`` = max(1, E // 5));
             the body gets the remaining E − head_epochs (at least 1).
         align_epochs: FedAS parameter-alignment epochs of the head per round (default: ``1``).
+        aggregation: how fedavg/fedprox combine accepted updates: ``"mean"`` (sample-weighted,
+            default), ``"median"`` (coordinate-wise) or ``"trimmed-mean"`` (coordinate-wise,
+            unweighted); in-process engine.
+        trim_fraction: fraction cut at each end by ``"trimmed-mean"`` (default: ``0.2``).
+        norm_bound: if > 0, an update whose L2 norm exceeds ``norm_bound`` × the round's
+            median update norm is scaled down to that bound (default: ``0`` = off);
+            in-process engine.
     """
 
     clients: int = 5
@@ -64,7 +75,7 @@ class FederatedConfig:
     train_frac: float = 0.7
     repeats: int = 10
     seed: int = 0
-    min_clients: int = 1
+    min_clients: int | float | None = None
     share_bn_stats: bool = False
     exclude_prefixes: tuple[str, ...] = field(default_factory=tuple)
     partition_seed: int | None = None
@@ -78,6 +89,9 @@ class FederatedConfig:
     personal_prefixes: tuple[str, ...] = field(default_factory=tuple)
     head_epochs: int | None = None
     align_epochs: int = 1
+    aggregation: str = "mean"
+    trim_fraction: float = 0.2
+    norm_bound: float = 0.0
 
     def __post_init__(self) -> None:
         self.exclude_prefixes = tuple(self.exclude_prefixes)
@@ -92,12 +106,19 @@ class FederatedConfig:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if not 0.0 <= self.theta <= 1.0:
             raise ValueError(f"theta must lie in [0, 1], got {self.theta}")
-        for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats", "min_clients"):
+        for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if self.min_clients > self.clients:
-            raise ValueError(f"min_clients ({self.min_clients}) exceeds clients ({self.clients})")
+        m = self.min_clients
+        if m is not None:
+            if isinstance(m, bool) or not isinstance(m, (int, float)):
+                raise ValueError(f"min_clients must be None (every client), an integer >= 1 or a "
+                                 f"fraction in (0, 1], got {m!r}")
+            if isinstance(m, int) and not 1 <= m <= self.clients:
+                raise ValueError(f"min_clients must lie in [1, clients={self.clients}], got {m}")
+            if isinstance(m, float) and not 0.0 < m <= 1.0:
+                raise ValueError(f"min_clients as a fraction must lie in (0, 1], got {m}")
         if self.mu < 0:
             raise ValueError(f"mu must be >= 0, got {self.mu}")
         if not self.lr > 0:
@@ -126,9 +147,23 @@ class FederatedConfig:
             raise ValueError(f"head_epochs must be an integer >= 1 or None, got {self.head_epochs!r}")
         if not isinstance(self.align_epochs, int) or self.align_epochs < 0:
             raise ValueError(f"align_epochs must be an integer >= 0, got {self.align_epochs!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.aggregation != "mean" and self.strategy not in ("fedavg", "fedprox"):
+            raise ValueError(f"aggregation {self.aggregation!r} is available for fedavg and fedprox, "
+                             f"not {self.strategy!r}")
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must lie in [0, 0.5), got {self.trim_fraction}")
+        if self.norm_bound < 0:
+            raise ValueError(f"norm_bound must be >= 0 (0 = off), got {self.norm_bound}")
         if num_subjects is not None and self.clients > num_subjects:
             raise ValueError(f"clients ({self.clients}) exceeds the number of subjects "
                              f"({num_subjects}): clients are disjoint subject groups")
+
+    @property
+    def quorum(self) -> int:
+        """Accepted client updates a round needs (from :attr:`min_clients`)."""
+        return quorum_of(self.min_clients, self.clients)
 
     @property
     def uses_prox(self) -> bool:
@@ -143,6 +178,28 @@ class FederatedConfig:
         d["exclude_prefixes"] = list(self.exclude_prefixes)
         d["personal_prefixes"] = list(self.personal_prefixes)
         return d
+
+
+def quorum_of(min_clients: int | float | None, clients: int) -> int:
+    """``None`` → ``clients``; an integer → itself; a fraction f → ``ceil(f · clients)``."""
+    if min_clients is None:
+        return int(clients)
+    if isinstance(min_clients, float):
+        return max(1, math.ceil(min_clients * clients - 1e-9))
+    return int(min_clients)
+
+
+def parse_min_clients(text: str | int | float | None) -> int | float | None:
+    """``"all"``/``""``/None → None, ``"3"`` → 3, ``"0.5"`` → 0.5 (CLI and run-config form)."""
+    if text is None or isinstance(text, (int, float)) and not isinstance(text, bool):
+        return text
+    t = str(text).strip().lower()
+    if t in ("", "all", "none"):
+        return None
+    try:
+        return float(t) if any(c in t for c in ".e") else int(t)
+    except ValueError:
+        raise ValueError(f"min-clients must be 'all', an integer N or a fraction in (0, 1], got {text!r}") from None
 
 
 def round_seed(seed: int, repeat: int, rnd: int, client: int) -> int:

@@ -268,3 +268,84 @@ def filter_updates(updates: Mapping[Hashable, State], reference: State, round: i
             log.warning("round %d: update of client %s rejected: %s", round, cid, reason)
             rejected.append(rec)
     return accepted, rejected
+
+
+# ----------------------------------------------------------------- robust aggregation
+def _stack(states: Sequence[State], k: str) -> torch.Tensor:
+    ref = states[0][k]
+    for i, s in enumerate(states):
+        if k not in s or s[k].shape != ref.shape:
+            raise ValueError(f"robust aggregation: state {i} lacks {k!r} or has another shape")
+    return torch.stack([s[k].detach().to(torch.float64) for s in states])
+
+
+def coordinate_median(states: Sequence[State]) -> dict[str, torch.Tensor]:
+    """Coordinate-wise median of client states (unweighted; the mean of the two middle
+    values for an even count). Shapes: each ``[*shape]`` → ``[*shape]``."""
+    if not states:
+        raise ValueError("coordinate_median: no states given")
+    out = {}
+    for k, ref in states[0].items():
+        med = torch.quantile(_stack(states, k), 0.5, dim=0) if len(states) > 1 else _stack(states, k)[0]
+        out[k] = med.to(ref.dtype) if ref.is_floating_point() else med.round().to(ref.dtype)
+    return out
+
+
+def trimmed_mean(states: Sequence[State], trim: float) -> dict[str, torch.Tensor]:
+    """Coordinate-wise trimmed mean: per coordinate drop the ``floor(trim·n)`` largest and
+    smallest values, average the rest (unweighted).
+
+    Args:
+        states: ``n`` client states.
+        trim: fraction cut at each end, ``0 <= trim < 0.5``; at least one value must remain.
+    """
+    if not states:
+        raise ValueError("trimmed_mean: no states given")
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must lie in [0, 0.5), got {trim}")
+    n = len(states)
+    cut = int(math.floor(trim * n))
+    out = {}
+    for k, ref in states[0].items():
+        vals = _stack(states, k).sort(dim=0).values[cut:n - cut]
+        m = vals.mean(dim=0)
+        out[k] = m.to(ref.dtype) if ref.is_floating_point() else m.round().to(ref.dtype)
+    return out
+
+
+def bound_update_norms(updates: Mapping[Hashable, State], sent: Mapping[Hashable, State], factor: float
+                       ) -> tuple[dict[Hashable, dict[str, torch.Tensor]], list[dict]]:
+    r"""Scale down updates whose L2 norm exceeds ``factor`` × the round's median norm.
+
+    The update of client *i* is :math:`\Delta_i = \hat W_i - W_i` (what it sent back minus
+    what it received, floating-point tensors only); if
+    :math:`\lVert\Delta_i\rVert > f\cdot\mathrm{median}_j\lVert\Delta_j\rVert` it becomes
+    :math:`W_i + \Delta_i\, f\,\mathrm{median}/\lVert\Delta_i\rVert`.
+
+    Returns:
+        ``(bounded updates, records)`` with one record ``{"client", "norm", "median",
+        "scale"}`` per scaled update.
+    """
+    if not factor > 0:
+        raise ValueError(f"norm bound factor must be > 0, got {factor}")
+    norms = {}
+    for c, upd in updates.items():
+        sq = sum(float(((upd[k].to(torch.float64) - sent[c][k].to(torch.float64)) ** 2).sum())
+                 for k in upd if upd[k].is_floating_point())
+        norms[c] = math.sqrt(sq)
+    if not norms:
+        return {}, []
+    med = float(torch.quantile(torch.tensor(list(norms.values()), dtype=torch.float64), 0.5))
+    out, scaled = {}, []
+    for c, upd in updates.items():
+        limit = factor * med
+        if norms[c] > limit and norms[c] > 0:
+            s = limit / norms[c]
+            out[c] = {k: (sent[c][k] + (v - sent[c][k]) * s).to(v.dtype) if v.is_floating_point() else v
+                      for k, v in upd.items()}
+            scaled.append({"client": c, "norm": norms[c], "median": med, "scale": s})
+            log.warning("update of client %s scaled by %.3g: norm %.4g > %.3g x median %.4g",
+                        c, s, norms[c], factor, med)
+        else:
+            out[c] = dict(upd)
+    return out, scaled

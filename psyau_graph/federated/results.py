@@ -3,7 +3,7 @@
 A *record* is one client in one round of one repeat of one strategy::
 
     {"strategy", "repeat", "round", "client", "status" ("ok"|"failed"|"rejected"),
-     "n_train", "n_test", "train_loss", "loss", "uf1", "uar", "acc"}
+     "n_train", "n_test", "train_loss", "loss", "uf1", "uar", "acc", "error" (not ok only)}
 
 ``loss``/``uf1``/``uar``/``acc`` are measured on the client's 30 % test split with the
 model the client holds after the round (FedAvg/FedProx: the new global model with the
@@ -23,7 +23,7 @@ from typing import Iterable
 import numpy as np
 
 FIELDS = ("strategy", "repeat", "round", "client", "status", "n_train", "n_test",
-          "train_loss", "loss", "uf1", "uar", "acc")
+          "train_loss", "loss", "uf1", "uar", "acc", "error")
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -69,29 +69,44 @@ def write_csv(path, records: Iterable[dict]) -> Path:
 def summarize(records: list[dict]) -> dict:
     """Final-round metrics per strategy and client, mean ± std over repeats.
 
+    Only records with ``status == "ok"`` (the client trained and its update was
+    accepted in that round) enter a client's metrics and the headline mean: a client
+    that failed or was rejected in the final round of a repeat holds a stale model, and
+    its score there is reported in the records but never averaged.
+
     Returns:
-        ``{strategy: {"clients": {client: {"uf1", "uf1_std", "uar", "uar_std", "loss"}},
-        "mean": {"uf1", "uar"}}}`` (``mean`` = unweighted mean over clients).
+        ``{strategy: {"clients": {client: {"uf1", "uf1_std", "uar", "uar_std", "loss",
+        "trained", "failed", "why"}}, "rounds", "mean": {"uf1", "uar", "clients"}}}`` —
+        ``trained``/``failed``: rounds (over all repeats) the client trained / failed or was
+        rejected; ``why``: the distinct reasons; ``mean``: unweighted mean over the clients
+        with at least one usable final-round record (listed in ``mean["clients"]``).
     """
     out: dict = {}
     strategies = sorted({r["strategy"] for r in records})
     for s in strategies:
         rs = [r for r in records if r["strategy"] == s]
         last = max(r["round"] for r in rs)
-        final = [r for r in rs if r["round"] == last]
+        final = [r for r in rs if r["round"] == last and r.get("status", "ok") == "ok"]
         clients = {}
-        for c in sorted({r["client"] for r in final}):
+        for c in sorted({r["client"] for r in rs}):
             cr = [r for r in final if r["client"] == c]
+            allc = [r for r in rs if r["client"] == c]
             vals = {k: np.array([r[k] for r in cr if r.get(k) is not None], dtype=float)
                     for k in ("uf1", "uar", "loss")}
-            clients[c] = {"uf1": float(np.nanmean(vals["uf1"])) if vals["uf1"].size else math.nan,
-                          "uf1_std": float(np.nanstd(vals["uf1"])) if vals["uf1"].size else math.nan,
-                          "uar": float(np.nanmean(vals["uar"])) if vals["uar"].size else math.nan,
-                          "uar_std": float(np.nanstd(vals["uar"])) if vals["uar"].size else math.nan,
-                          "loss": float(np.nanmean(vals["loss"])) if vals["loss"].size else math.nan}
-        out[s] = {"clients": clients, "rounds": last,
-                  "mean": {k: float(np.nanmean([v[k] for v in clients.values()]))
-                           for k in ("uf1", "uar")}}
+
+            def stat(k, f):
+                return float(f(vals[k])) if vals[k].size and not np.isnan(vals[k]).all() else math.nan
+            clients[c] = {"uf1": stat("uf1", np.nanmean), "uf1_std": stat("uf1", np.nanstd),
+                          "uar": stat("uar", np.nanmean), "uar_std": stat("uar", np.nanstd),
+                          "loss": stat("loss", np.nanmean),
+                          "trained": sum(r.get("status", "ok") == "ok" for r in allc),
+                          "failed": sum(r.get("status", "ok") != "ok" for r in allc),
+                          "why": sorted({str(r["error"]) for r in allc if r.get("error")})}
+        usable = [c for c, v in clients.items() if not math.isnan(v["uf1"])]
+        mean = {k: float(np.mean([clients[c][k] for c in usable])) if usable else math.nan
+                for k in ("uf1", "uar")}
+        mean["clients"] = usable
+        out[s] = {"clients": clients, "rounds": last, "mean": mean}
     return out
 
 

@@ -26,6 +26,12 @@ from torch import nn
 from ..train.metrics import uar, uf1, accuracy
 
 
+class ClientFailure(RuntimeError):
+    """A declared data/resource failure of one client's round (its data cannot be read,
+    it ran out of memory ...): the client is recorded as failed and the round continues
+    if the quorum is met. Any other exception in local training stops the run."""
+
+
 class Task(Protocol):
     """Interface the federated engines use."""
 
@@ -141,17 +147,20 @@ class ToyTask:
         features: input features F (default: ``8``).
         hidden: hidden units (default: ``16``).
         num_classes: classes (default: ``3``).
-        fail: ``{"client": i, "round": t}`` pairs at which local training raises (fault
-            injection for tests) (default: none).
+        fail: ``(client, round)`` pairs at which local training raises a declared
+            :class:`ClientFailure` (fault injection for tests) (default: none).
+        bug: ``(client, round)`` pairs at which local training raises a ``TypeError``
+            (an injected programming error) (default: none).
     """
 
     #: the classifier head: what FedRep/FedAS/ELLP keep personal by default
     head_prefixes = ("head",)
 
     def __init__(self, features: int = 8, hidden: int = 16, num_classes: int = 3,
-                 fail: Iterable[tuple[int, int]] = ()):
+                 fail: Iterable[tuple[int, int]] = (), bug: Iterable[tuple[int, int]] = ()):
         self.features, self.hidden, self.num_classes = int(features), int(hidden), int(num_classes)
         self.fail = {(int(c), int(r)) for c, r in fail}
+        self.bug = {(int(c), int(r)) for c, r in bug}
 
     def make_model(self) -> nn.Module:
         return _ToyNet(self.features, self.hidden, self.num_classes)
@@ -160,9 +169,11 @@ class ToyTask:
         path = Path(data_path)
         if path.is_dir():
             path = path / "toy.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"toy data file not found: {path}")
-        d = torch.load(path, weights_only=False)
+        from ..train.checkpoint import safe_torch_load
+
+        d = safe_torch_load(path, "toy data file")
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a dict with keys x, y, subjects")
         for k in ("x", "y", "subjects"):
             if k not in d:
                 raise ValueError(f"{path}: missing key {k!r} (expected x, y, subjects)")
@@ -183,7 +194,9 @@ class ToyTask:
 
     def check_fault(self, client: int, rnd: int) -> None:
         if (int(client), int(rnd)) in self.fail:
-            raise RuntimeError(f"injected failure of client {client} in round {rnd}")
+            raise ClientFailure(f"injected failure of client {client} in round {rnd}")
+        if (int(client), int(rnd)) in self.bug:
+            raise TypeError(f"injected programming error of client {client} in round {rnd}")
 
     def train_epoch(self, model, loader, optimizer, extra_loss, *, precision="fp32", device="cpu"):
         from ..train.precision import autocast

@@ -11,22 +11,98 @@ A checkpoint is a ``torch.save`` dict. Keys written by :func:`save_checkpoint`:
 
 Writes go to a temporary file in the target folder followed by ``os.replace`` so a
 killed process never leaves a truncated checkpoint behind.
+
+Reading never runs code from the file: :func:`safe_torch_load` (used by every loader
+of the package) calls ``torch.load(..., weights_only=True)``, which accepts tensors,
+containers and plain values only, plus the few NumPy types the RNG state of a
+training checkpoint needs (:data:`SAFE_NUMPY_GLOBALS`). Anything else in the pickle
+is refused with a one-line :class:`UnsafeFileError` naming the file. The classes a
+checkpoint names for rebuilding its model (``model_config["class"]``,
+``model_class``) must live inside the ``psyau_graph`` package.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["FORMAT", "atomic_torch_save", "save_checkpoint", "load_checkpoint", "config_to_dict",
-           "config_from_dict", "build_model"]
+__all__ = ["FORMAT", "UnsafeFileError", "safe_torch_load", "atomic_torch_save", "save_checkpoint",
+           "load_checkpoint", "config_to_dict", "config_from_dict", "build_model"]
 
 FORMAT = "psyau_graph.checkpoint/1"
+_PACKAGE = "psyau_graph"
+
+
+def _numpy_globals() -> list:
+    """NumPy callables/types a pickled ``np.random.get_state()`` or NumPy scalar needs."""
+    core = getattr(np, "_core", None) or np.core
+    multiarray = core.multiarray
+    dtypes = [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32, np.bool_)]
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
+#: the only non-torch globals a file may reference (array/scalar reconstruction, dtypes)
+SAFE_NUMPY_GLOBALS = _numpy_globals()
+
+
+class UnsafeFileError(ValueError):
+    """A file whose pickle references code outside the allowed data types."""
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "file") -> Any:
+    """``torch.load(path, weights_only=True)`` with a one-line error naming ``path``.
+
+    Args:
+        path: file written by ``torch.save``.
+        what: what the file is meant to be, for the messages (``"checkpoint"`` ...).
+
+    Raises:
+        FileNotFoundError: ``path`` is missing.
+        UnsafeFileError: the pickle names a global outside tensors, containers, plain
+            values and :data:`SAFE_NUMPY_GLOBALS` (such a file could run code; it is
+            not unpickled).
+        ValueError: the file is not a readable torch file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with torch.serialization.safe_globals(SAFE_NUMPY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        msg = str(exc)
+        m = re.search(r"Unsupported global: GLOBAL (\S+)", msg) or re.search(r"Unsupported operand (\S+)", msg)
+        detail = f"it references {m.group(1)}" if m else msg.strip().splitlines()[0] if msg.strip() else "unpickling refused"
+        raise UnsafeFileError(f"refusing to load {what} {path}: {detail}, which is not a plain tensor/value type "
+                              f"(a file like this could run code when loaded)") from None
+    except Exception as exc:  # corrupt / not a torch file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"could not read {what} {path}: {first}") from exc
+
+
+def _package_attr(ref: str, kind: str) -> Any:
+    """Resolve ``"module:QualName"`` to an attribute, only inside the ``psyau_graph`` package."""
+    try:
+        module_name, qualname = ref.split(":")
+    except (AttributeError, ValueError) as exc:
+        raise ValueError(f"malformed {kind} reference in checkpoint: {ref!r} (expected 'module:QualName')") from exc
+    if module_name != _PACKAGE and not module_name.startswith(_PACKAGE + "."):
+        raise ValueError(f"checkpoint names {kind} {ref!r} outside the {_PACKAGE} package; refusing to import it")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        if part.startswith("_"):
+            raise ValueError(f"checkpoint names private {kind} {ref!r}; refusing it")
+        obj = getattr(obj, part)
+    return obj
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -58,13 +134,14 @@ def config_to_dict(config: Any) -> dict | None:
 def config_from_dict(d: dict) -> Any:
     """Inverse of :func:`config_to_dict` (lists become tuples where the field default is a tuple)."""
     try:
-        module_name, qualname = d["class"].split(":")
+        ref = d["class"]
         fields = dict(d["fields"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed model_config in checkpoint: {d!r}") from exc
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
+    obj = _package_attr(ref, "config class")
+    if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
+        raise ValueError(f"checkpoint config class {ref!r} is not a dataclass")
+    qualname = obj.__qualname__
     known = {f.name: f for f in dataclasses.fields(obj)}
     unknown = sorted(set(fields) - set(known))
     if unknown:
@@ -101,12 +178,7 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, *, model_co
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (clear errors for bad files)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt / not a torch file
-        raise ValueError(f"could not read checkpoint {path}: {exc}") from exc
+    obj = safe_torch_load(path, "checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "model" not in obj:
         raise ValueError(f"{path} is not a psyau_graph checkpoint (expected format {FORMAT!r})")
     return obj
@@ -133,10 +205,9 @@ def build_model(ckpt: dict | str | os.PathLike) -> tuple[torch.nn.Module, dict]:
 
         cls = FedPsyAU
     else:
-        module_name, qualname = model_class.split(":")
-        cls = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
+        cls = _package_attr(model_class, "model class")
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ValueError(f"checkpoint model class {model_class!r} is not a torch.nn.Module")
     model = cls(config)
     model.load_state_dict(ckpt["model"])
     model.eval()

@@ -134,16 +134,18 @@ def load_au_module(model: nn.Module, path: Union[str, os.PathLike], freeze: bool
 
     Raises:
         FileNotFoundError: ``path`` missing.
+        UnsafeFileError: the file's pickle references code beyond tensors and plain
+            values (it is not unpickled; see :func:`~psyau_graph.train.checkpoint.safe_torch_load`).
         ValueError: not an AU-module file, or saved with an AU configuration different
             from ``model.config`` (the differing fields are named).
 
     Returns:
         ``model``.
     """
+    from .checkpoint import safe_torch_load
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AU module file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)  # data only, never code
+    obj = safe_torch_load(path, "AU module file")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path}: not an AU-module file (expected format {FORMAT!r})")
     saved, ours = obj["config"], model.config.to_dict()

@@ -13,17 +13,20 @@ model state (``"local-state"``, an ``ArrayRecord`` — this is where the BatchNo
 statistics kept local under FedBN, and any non-shared tensor, survive between rounds).
 
 What crosses the wire in a reply: an ``ArrayRecord`` of the shared tensors (train) and a
-``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``).
+``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``); or,
+when local training raised a declared failure (:data:`~psyau_graph.federated.client.DECLARED_FAILURES`),
+a ``ConfigRecord`` ``"failure"`` with the reason.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..client import ClientData, client_data, initial_state, local_evaluate, local_train, partition
+from ..client import (DECLARED_FAILURES, ClientData, client_data, initial_state, local_evaluate,
+                      local_train, partition)
 from ...train.memory import keep_freed_memory
 from ..task import make_task
 from .common import from_run_config
@@ -78,8 +81,17 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
             cfg = replace(cfg, mu=float(msg.content["config"]["proximal-mu"]))
         shared_in = msg.content["arrays"].to_torch_state_dict()
         full = _local_state(context, task, cfg, extras)
-        new_state, shared_out, m = local_train(task, full, shared_in, data, cfg, client=client,
-                                               rnd=rnd, repeat=extras["repeat"])
+        try:
+            new_state, shared_out, m = local_train(task, full, shared_in, data, cfg, client=client,
+                                                   rnd=rnd, repeat=extras["repeat"])
+        except DECLARED_FAILURES as exc:
+            # a declared data/resource failure: a normal reply saying so (the server records
+            # it and goes on if the quorum is met); any other exception becomes Flower's
+            # error reply, which the server treats as a programming error (run stops)
+            log.warning("round %d: client %d failed during local training: %r", rnd, client, exc)
+            return Message(RecordDict({"failure": ConfigRecord({"reason": repr(exc),
+                                                                "client-index": int(client)})}),
+                           reply_to=msg)
         context.state["local-state"] = ArrayRecord(new_state)
         metrics = MetricRecord({"num-examples": int(m["n_train"]),
                                 "train_loss": float(m["train_loss"]),

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 
-from ..config import FederatedConfig
+from ..config import FederatedConfig, parse_min_clients
 
 _CFG_KEYS = {f.name: f.name.replace("_", "-") for f in fields(FederatedConfig)
              if f.name not in ("exclude_prefixes", "partition_seed",
@@ -45,7 +45,8 @@ def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out:
     rc = {key: getattr(cfg, name) for name, key in _CFG_KEYS.items()}
     rc.update({"task": json.dumps(task_spec), "data": str(data), "out": str(out),
                "repeat": int(repeat), "timeout": float(timeout),
-               "exclude-prefixes": ",".join(cfg.exclude_prefixes)})
+               "exclude-prefixes": ",".join(cfg.exclude_prefixes),
+               "min-clients": "all" if cfg.min_clients is None else str(cfg.min_clients)})
     return rc
 
 
@@ -55,11 +56,13 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
     for name, key in _CFG_KEYS.items():
         if key in rc:
             kw[name] = rc[key]
-    for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats", "seed", "min_clients"):
+    if "min_clients" in kw:
+        kw["min_clients"] = parse_min_clients(kw["min_clients"])
+    for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats", "seed"):
         if name in kw:
             kw[name] = int(kw[name])
     for name in ("mu", "theta", "lr", "weight_decay", "train_frac", "dp_noise_multiplier",
-                 "dp_clipping_norm", "dp_delta"):
+                 "dp_clipping_norm", "dp_delta", "trim_fraction", "norm_bound"):
         if name in kw:
             kw[name] = float(kw[name])
     if "share_bn_stats" in kw:

@@ -20,9 +20,17 @@ from ..run import write_outputs
 from ..task import make_task
 from .common import from_run_config
 from ..privacy import privacy_report, wrap_dp
-from .strategy import make_strategy
+from ..run import RoundFailed
+from .strategy import ClientCrashed, make_strategy
 
 log = logging.getLogger(__name__)
+
+
+def check_flower_supported(cfg) -> None:
+    """Options the Flower engines do not implement raise instead of being ignored."""
+    if cfg.aggregation != "mean" or cfg.norm_bound > 0:
+        raise ValueError("robust aggregation (aggregation median/trimmed-mean, norm_bound) runs on the "
+                         "in-process engine only")
 
 
 def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | None = None
@@ -39,20 +47,28 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
     def main(grid: Grid, context: Context) -> None:
         rc = spec if spec is not None else context.run_config
         cfg, task_spec, extras = from_run_config(rc)
+        check_flower_supported(cfg)
         task = make_task(task_spec)
         init = initial_state(task, cfg.seed + extras["repeat"])
         keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
         inner = make_strategy(cfg.strategy, num_nodes=cfg.clients, mu=cfg.mu, theta=cfg.theta,
-                              min_clients=cfg.min_clients)
+                              min_clients=cfg.quorum)
         strategy = inner
         if cfg.dp_noise_multiplier > 0:
             strategy = wrap_dp(inner, noise_multiplier=cfg.dp_noise_multiplier,
                                clipping_norm=cfg.dp_clipping_norm, num_clients=cfg.clients)
         t0 = time.perf_counter()
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(core.select(init, keys)),
-                       num_rounds=cfg.rounds, timeout=extras["timeout"],
-                       train_config=ConfigRecord({"local-epochs": cfg.local_epochs}),
-                       evaluate_config=ConfigRecord({}))
+        try:
+            strategy.start(grid=grid, initial_arrays=ArrayRecord(core.select(init, keys)),
+                           num_rounds=cfg.rounds, timeout=extras["timeout"],
+                           train_config=ConfigRecord({"local-epochs": cfg.local_epochs}),
+                           evaluate_config=ConfigRecord({}))
+        except (RoundFailed, ClientCrashed) as exc:
+            # Flower logs and swallows a ServerApp exception; hand it to an in-process
+            # caller so that the run stops there with the same error
+            if sink is not None:
+                sink({"error": exc})
+            raise
         wall = time.perf_counter() - t0
         records = sorted(inner.records, key=lambda r: (r["round"], r["client"]))
         result = {"engine": "flower", "config": cfg.to_dict(), "records": records,

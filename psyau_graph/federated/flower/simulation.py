@@ -50,6 +50,8 @@ def run_simulation(data: str | Path, config: FederatedConfig, task_spec: dict | 
     """
     if config.strategy == "local":
         raise ValueError("the local-only baseline runs in-process (engine 'inprocess')")
+    from .server_app import check_flower_supported
+    check_flower_supported(config)
     task_spec = task_spec or {"name": "fedpsyau"}
     rc = to_run_config(config, task_spec, data=str(data), out=str(out_dir or ""), repeat=repeat)
     own_tmp = None
@@ -91,5 +93,7 @@ def run_simulation(data: str | Path, config: FederatedConfig, task_spec: dict | 
     if not results:
         raise RuntimeError("the Flower simulation ended without a result (see the Flower log)")
     res = results[0]
+    if "error" in res:  # quorum missed or a ClientApp raised: the run stops with that error
+        raise res["error"]
     res["engine"] = "simulation"
     return res

@@ -10,10 +10,13 @@ Where state lives:
 * client side, in ``Context.state``: the full local model (BatchNorm statistics under
   FedBN), see :mod:`.client_app`.
 
-Validation: every train reply is checked before aggregation (Flower error replies →
-failure logged; NaN/Inf, wrong keys or shapes → :class:`RejectedUpdate` logged); a round
-with fewer than ``min_clients`` accepted updates raises :class:`RoundFailed`. Rejected
-or failed nodes are sampled again in the next round (retry).
+Validation: every train reply is checked before aggregation. A ``"failure"`` reply (a
+declared data/resource failure of the client) or a Flower error reply saying the node
+or its message was lost → failure recorded; a Flower error reply saying the ClientApp
+*raised* (a programming error) → :class:`ClientCrashed`, the run stops; NaN/Inf, wrong
+keys or shapes → :class:`RejectedUpdate` logged. A round with fewer accepted updates
+than the quorum raises :class:`RoundFailed` naming the failed nodes. Rejected or
+failed nodes are sampled again in the next round (retry).
 """
 from __future__ import annotations
 
@@ -22,12 +25,21 @@ import time
 from typing import Iterable
 
 from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from .. import core
-from ..run import RoundFailed
+from ..run import RoundFailed, quorum_message
 
 log = logging.getLogger(__name__)
+
+
+class ClientCrashed(RuntimeError):
+    """A ClientApp raised an undeclared exception (a programming error): the run stops."""
+
+
+#: Flower error codes meaning the ClientApp itself raised (not: the node was lost)
+_RAISED = (ErrorCode.CLIENT_APP_RAISED_EXCEPTION, ErrorCode.LOAD_CLIENT_APP_EXCEPTION)
 
 
 class _Tracked:
@@ -45,20 +57,36 @@ class _Tracked:
         self.received: list[RecordDict] = []     # every reply content (inspected by tests)
         self.round_start: dict[int, float] = {}
         self.round_times: dict[int, float] = {}  # round -> seconds (train + evaluate)
+        self.failure_reason: dict[int, dict] = {}  # round -> node -> why it did not count
 
     def _remember_reference(self, arrays: ArrayRecord) -> None:
         self.reference = arrays.to_torch_state_dict()
 
     def _validated(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
-        ok = []
+        ok, why = [], {}
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             if msg.has_error():
+                if int(msg.error.code) in _RAISED:
+                    raise ClientCrashed(f"round {server_round}: the ClientApp of node {node} raised "
+                                        f"{msg.error.reason} (a programming error, not a declared "
+                                        "data/resource failure; the node's log has the traceback)")
                 log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 self.failures.append({"round": server_round, "node": node,
                                       "error": str(msg.error.reason)})
+                why[f"node {node}"] = str(msg.error.reason)
                 continue
             self.received.append(msg.content)
+            if "failure" in msg.content:
+                fr = msg.content["failure"]
+                cid = int(fr.get("client-index", node))
+                self.node_client[node] = cid
+                log.warning("round %d: client %d (node %d) failed: %s", server_round, cid, node, fr["reason"])
+                self.failures.append({"round": server_round, "node": node, "client": cid,
+                                      "error": str(fr["reason"])})
+                self.failure_reason.setdefault(server_round, {})[node] = str(fr["reason"])
+                why[cid] = str(fr["reason"])
+                continue
             if "arrays" not in msg.content or "metrics" not in msg.content:
                 reason = f"reply carries {sorted(msg.content.keys())}, expected arrays + metrics"
             else:
@@ -68,6 +96,8 @@ class _Tracked:
                 rec = core.RejectedUpdate(str(node), server_round, reason)
                 log.warning("round %d: update of node %d rejected: %s", server_round, node, reason)
                 self.rejected.append(rec.to_dict())
+                self.failure_reason.setdefault(server_round, {})[node] = f"update rejected: {reason}"
+                why[self.node_client.get(node, f"node {node}")] = f"update rejected: {reason}"
                 continue
             m = msg.content["metrics"]
             cid = int(m.get("client-index", node))
@@ -75,8 +105,8 @@ class _Tracked:
             self.train_loss.setdefault(server_round, {})[node] = float(m.get("train_loss", float("nan")))
             ok.append(msg)
         if len(ok) < self.min_clients:
-            raise RoundFailed(f"round {server_round}: only {len(ok)} update(s) accepted, "
-                              f"min_clients={self.min_clients}")
+            total = max(len(ok) + len(why), int(getattr(self, "min_train_nodes", 0) or 0))
+            raise RoundFailed(quorum_message(server_round, len(ok), total, self.min_clients, why))
         return ok
 
     def _record_evaluate(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
@@ -95,6 +125,8 @@ class _Tracked:
                    "status": "ok" if node in self.train_loss.get(server_round, {}) else "failed",
                    "n_train": int(m.get("n_train", 0)), "n_test": int(m["num-examples"]),
                    "train_loss": self.train_loss.get(server_round, {}).get(node)}
+            if rec["status"] != "ok":
+                rec["error"] = self.failure_reason.get(server_round, {}).get(node, "no accepted update")
             for k in ("uf1", "uar", "acc", "loss"):
                 if k in m:
                     rec[k] = float(m[k])
@@ -147,7 +179,8 @@ class PFedProx(TrackedFedProx):
     Args:
         theta: weight of the node's own last model (default: ``0.9``).
         proximal_mu: α4 (default: ``0.001``).
-        min_clients: accepted updates needed per round (default: ``1``).
+        min_clients: quorum: accepted updates needed per round (default: ``1``;
+            :func:`make_strategy` passes the run's :attr:`FederatedConfig.quorum`).
         **kw: :class:`flwr.serverapp.strategy.FedProx` arguments.
     """
 
