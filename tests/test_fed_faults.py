@@ -383,8 +383,8 @@ def test_scaled_update_is_contained(toy, monkeypatch, kw):
         import psyau_graph.federated.run as run_mod
         real_agg = run_mod.ServerState.aggregate
 
-        def spy(self, accepted, n):
-            real_agg(self, accepted, n)
+        def spy(self, accepted, n, fishers=None):
+            real_agg(self, accepted, n, fishers)
             seen["g"] = self.global_shared
         monkeypatch.setattr(run_mod.ServerState, "aggregate", spy)
         res = run.run()
@@ -406,3 +406,27 @@ def test_robust_aggregation_refused_where_not_implemented():
     from psyau_graph.federated.flower.server_app import check_flower_supported
     with pytest.raises(ValueError, match="in-process engine only"):
         check_flower_supported(_cfg(norm_bound=2.0))
+
+
+def _eval_reply(node: int, uf1: float, n: int) -> Message:
+    req = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=node,
+                  message_type=MessageType.EVALUATE)
+    TaskIdentity._node_id = node
+    return Message(RecordDict({"metrics": MetricRecord({"num-examples": n, "uf1": uf1, "uar": uf1,
+                                                        "client-index": node % 10})}), reply_to=req)
+
+
+def test_flower_strategy_prints_a_progress_line_per_round_off_a_terminal():
+    import io
+
+    from psyau_graph.progress import LineProgress
+
+    strat = TrackedFedAvg(min_clients=2, min_train_nodes=1, min_available_nodes=1)
+    stream = io.StringIO()  # not a terminal, as under nohup or a scheduler
+    strat.progress = LineProgress(2, "federate fedavg (flower) split 0", "round", every_pct=0, stream=stream)
+    for rnd in (1, 2):
+        strat.aggregate_evaluate(rnd, [_eval_reply(11, 0.5, 10), _eval_reply(12, 0.7, 10)])
+    lines = [ln for ln in stream.getvalue().splitlines() if ln.startswith("psyau progress")]
+    assert len(lines) == 2
+    assert "1/2 rounds" in lines[0] and "2/2 rounds" in lines[1]
+    assert all("mean client UF1 0.600" in ln for ln in lines)

@@ -13,6 +13,7 @@ from typing import Callable
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from ...progress import LineProgress
 from .. import core
 from ..client import initial_state
 from ..results import summarize
@@ -53,6 +54,9 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
         inner = make_strategy(cfg.strategy, num_nodes=cfg.clients, mu=cfg.mu, theta=cfg.theta,
                               min_clients=cfg.quorum)
+        # one line per round when stderr is not a terminal (batch jobs), as the in-process engine
+        inner.progress = LineProgress(cfg.rounds, f"federate {cfg.strategy} (flower) split {extras['repeat']}",
+                                      "round", every_pct=0)
         strategy = inner
         if cfg.dp_noise_multiplier > 0:
             strategy = wrap_dp(inner, noise_multiplier=cfg.dp_noise_multiplier,

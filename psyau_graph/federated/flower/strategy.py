@@ -58,6 +58,7 @@ class _Tracked:
         self.round_start: dict[int, float] = {}
         self.round_times: dict[int, float] = {}  # round -> seconds (train + evaluate)
         self.failure_reason: dict[int, dict] = {}  # round -> node -> why it did not count
+        self.progress = None  # a LineProgress the ServerApp sets: one line per round off a terminal
 
     def _remember_reference(self, arrays: ArrayRecord) -> None:
         self.reference = arrays.to_torch_state_dict()
@@ -148,6 +149,10 @@ class _Tracked:
                                          self._record_evaluate(server_round, list(replies)))
         if server_round in self.round_start:
             self.round_times[server_round] = time.perf_counter() - self.round_start[server_round]
+        if self.progress is not None:
+            scored = [r["uf1"] for r in self.records if r["round"] == server_round and "uf1" in r]
+            self.progress.update(1, f"mean client UF1 {sum(scored) / len(scored):.3f}" if scored
+                                 else "no client scored")
         return out
 
 
