@@ -309,6 +309,11 @@ def _parse_text(text: str, descriptors: list[str] | None = None) -> tuple[list[i
     return aus, problems, notes
 
 
+#: FACS codes 50-89: head positions (51-58), eye positions (61-69), visibility (70-75) and
+#: gross behaviour (80-85), plus 50 (speech). Some sheets write them in the AU cell.
+MOVEMENT_CODES = frozenset(range(50, 90))
+
+
 def parse_facs(code, *, errors: str = "raise", context: str | None = None) -> FACSCodes:
     """Every AU number named in one FACS code.
 
@@ -329,6 +334,9 @@ def parse_facs(code, *, errors: str = "raise", context: str | None = None) -> FA
       ``4+AD38``, ``M55``): not AUs; listed in ``result.descriptors``.
     * ``?`` (the coders could not code the movement, as SAMM's key defines it): no
       AU; ``result.uncoded`` is True.
+    * numbers 50–89 (:data:`MOVEMENT_CODES`: head and eye positions such as ``56``,
+      ``61``, visibility and gross-behaviour codes such as ``80``): not AUs; listed in
+      ``result.descriptors`` as their number.
 
     AUs outside the 12 graph nodes (e.g. 25, 43) are returned too; callers that need
     only the graph AUs filter with :data:`AUS` (as :func:`aus_to_multihot` does).
@@ -375,6 +383,12 @@ def parse_facs(code, *, errors: str = "raise", context: str | None = None) -> FA
     else:
         text = repr(code)
         aus, problems, notes = [], [f"unsupported type {type(code).__name__} for a FACS code"], []
+    # FACS numbers 50-89 are head/eye positions, visibility and gross-behaviour codes, not
+    # facial action units: they go with the descriptors (as their number), never to the AUs
+    moves = [a for a in aus if a in MOVEMENT_CODES]
+    if moves:
+        aus = [a for a in aus if a not in MOVEMENT_CODES]
+        descriptors.extend(str(a) for a in dict.fromkeys(moves))
     extra = {"descriptors": [d for d in descriptors if d != "?"], "uncoded": "?" in descriptors}
     result = FACSCodes(aus, text=text, problems=problems if errors == "report" else (), notes=notes, **extra)
     if problems and errors == "raise":

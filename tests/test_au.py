@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from psyau_graph.au import (
-    AU_GROUP, AU_LABELS, AU_NAMES, AU_REGION, AUS, LOWER, NUM_AUS, UPPER, FACSCodes, FACSParseError,
+    AU_GROUP, AU_LABELS, AU_NAMES, AU_REGION, AUS, LOWER, MOVEMENT_CODES, NUM_AUS, UPPER, FACSCodes, FACSParseError,
     au_index, aus_to_multihot, parse_facs, region_aus, region_indices,
 )
 
@@ -167,6 +167,19 @@ def test_every_row_of_the_real_sheets_parses(shared_reference, name, sheet, n_ro
         # the sheets carry a comma-separated AU list column: our parse must agree with it
         expected = {int(x) for x in str(listed).split(",")} if not (isinstance(listed, float)
                                                                   and math.isnan(listed)) else set()
-        assert out == expected, f"{name} row {k + 2}: {code!r} -> {sorted(out)}, sheet lists {listed!r}"
+        # head/eye codes (50-89) the sheet lists among its AUs are descriptors for us
+        moves = {a for a in expected if a in MOVEMENT_CODES}
+        assert out == expected - moves, f"{name} row {k + 2}: {code!r} -> {sorted(out)}, sheet lists {listed!r}"
+        assert set(out.descriptors) >= {str(a) for a in moves}
         checked += 1
     assert checked == n_rows
+
+
+@pytest.mark.parametrize("code, aus, descriptors", [
+    ("12+R61", {12}, ("61",)),        # an eye-position code beside an AU
+    (56, set(), ("56",)),             # a head-position code alone, stored as a number
+    ("4+AD38+M55+80", {4}, ("AD38", "M55", "80")),
+])
+def test_head_eye_and_behaviour_codes_are_descriptors(code, aus, descriptors):
+    out = parse_facs(code)
+    assert out == aus and tuple(out.descriptors) == descriptors

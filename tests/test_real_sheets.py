@@ -103,9 +103,9 @@ def test_samm_release_with_many_title_rows_and_question_marks(tmp_path):
     df = read_annotations(tmp_path / "SAMM_Micro_FACS_Codes_v2.xlsx", "samm")
     assert df["subject"].tolist() == ["006", "007", "011", "014"]
     assert df["row"].tolist() == [16, 17, 18, 19]
-    assert df["aus"].tolist() == [{4, 7}, set(), {12, 61}, {12}]
+    assert df["aus"].tolist() == [{4, 7}, set(), {12}, {12}]  # 61 (eyes turn left) is no AU
     assert df["aus_uncoded"].tolist() == [False, True, False, True]
-    assert df["descriptors"].tolist() == [(), (), (), ()]
+    assert df["descriptors"].tolist() == [(), (), ("61",), ()]
     assert df["objective_class"].tolist() == ["II", "VII", "I", "I"]
     assert "2 rows: AU cell '?' (kept, no AUs): rows 17, 19" in report_summary(df)
 
