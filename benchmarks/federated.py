@@ -5,7 +5,10 @@ Part 1 — 3 clients, the paper's network (FedPsyAU) on a small random clip cach
 R rounds of E local epochs. Per-round wall time measured by the server (train + evaluate
 of all clients, server aggregation). In-process runs the clients one after the other
 (torch with 2 threads, and with 1); simulation runs 2 ClientApp actors (1 CPU, 1 thread
-each) in parallel; deployment runs one SuperNode per client. Round 1 is the warm-up (actor/process start, imports);
+each) in parallel; deployment runs one SuperNode per client, once with warm ClientApps
+over TLS (``deployment_warm_tls``: process isolation, a forked pre-imported process per
+message) and once in Flower's default mode (``deployment``: a fresh flwr-clientapp per
+message; ``--no-cold-deployment`` skips it). Round 1 is the warm-up (actor/process start, imports);
 the median and spread are over rounds 2..R. Start-up (Ray / SuperLink + SuperNodes) is
 reported separately. Run twice: a small workload (8 clips per subject, E = 1: a round
 takes a fraction of a second, so fixed per-round costs show) with every engine, and a
@@ -16,6 +19,7 @@ peak resident memory of this process plus every process it spawned (Ray workers)
 sampled every 0.2 s with psutil.
 
 Usage: python benchmarks/federated.py [--rounds 4] [--large-epochs 5] [--sizes 2,4,8,16]
+       [--no-cold-deployment] [--out PATH]
 Writes benchmarks/results/federated.json.
 """
 from __future__ import annotations
@@ -106,7 +110,8 @@ def split_cache(cache: Path, cfg: FederatedConfig, out: Path) -> list[Path]:
     return folders
 
 
-def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: bool = True) -> dict:
+def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: bool = True,
+            cold_deployment: bool = True) -> dict:
     cache = make_cache(tmp / "cache", clients=3, subjects_per_client=2, clips=clips)
     cfg = FederatedConfig(clients=3, rounds=rounds, local_epochs=epochs, strategy="fedavg",
                           lr=1e-3, batch_size=8, repeats=1)
@@ -137,16 +142,26 @@ def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: boo
     if not deployment:
         return _ratios(out)
     labs = split_cache(cache, cfg, tmp / "labs")
-    t0 = time.perf_counter()
-    with PeakRSS() as mem:
-        with LocalDeployment(tmp / "dep", labs, tls=False, startup_timeout=180) as dep:
-            started = time.perf_counter() - t0
-            res = dep.run(cfg, task_spec, tmp / "dep_out", timeout=1800)
-    out["deployment"] = {**_stats(res["round_times"]), "total_s": time.perf_counter() - t0,
-                         "startup_s": started, "peak_rss_mib": mem.peak,
-                         "note": "each message runs in a fresh flwr-clientapp process "
-                                 "(SuperNode subprocess isolation): imports every time"}
-    print("deployment", out["deployment"]["median_s"], flush=True)
+    modes = [("deployment_warm_tls", True, True,
+              "TLS SuperLink<->SuperNode; --isolation process with one warm_exec per SuperNode: "
+              "a pre-imported process forked per message")]
+    if cold_deployment:
+        modes.append(("deployment", False, False,
+                      "each message runs in a fresh flwr-clientapp process "
+                      "(SuperNode subprocess isolation): imports every time"))
+    for name, warm, tls, note in modes:
+        t0 = time.perf_counter()
+        with PeakRSS() as mem:
+            with LocalDeployment(tmp / name, labs, tls=tls, warm=warm, startup_timeout=180) as dep:
+                started = time.perf_counter() - t0
+                res = dep.run(cfg, task_spec, tmp / f"{name}_out", timeout=1800)
+        out[name] = {**_stats(res["round_times"]), "total_s": time.perf_counter() - t0,
+                     "startup_s": started, "peak_rss_mib": mem.peak, "tls": tls, "warm": warm,
+                     "note": note}
+        print(name, out[name]["median_s"], flush=True)
+    if "simulation" in out:
+        out["deployment_warm_tls"]["ratio_to_simulation"] = (
+            out["deployment_warm_tls"]["median_s"] / out["simulation"]["median_s"])
     return _ratios(out)
 
 
@@ -155,7 +170,7 @@ def _ratios(out: dict) -> dict:
     # can be much slower than 1)
     base = min(out["inprocess"]["median_s"], out["inprocess_1thread"]["median_s"])
     out["inprocess_baseline_s"] = base
-    for k in ("inprocess", "inprocess_1thread", "simulation", "deployment"):
+    for k in ("inprocess", "inprocess_1thread", "simulation", "deployment", "deployment_warm_tls"):
         if k in out:
             out[k]["ratio_to_inprocess"] = out[k]["median_s"] / base
     return out
@@ -184,7 +199,9 @@ def main() -> int:
     ap.add_argument("--large-epochs", type=int, default=5,
                     help="local epochs of the larger workload (0 skips it; no deployment run)")
     ap.add_argument("--large-clips", type=int, default=16, help="clips per subject of the larger workload")
-    ap.add_argument("--sizes", default="2,4,8,16")
+    ap.add_argument("--sizes", default="2,4,8,16", help="client counts of part 2 ('' skips it)")
+    ap.add_argument("--no-cold-deployment", action="store_true",
+                    help="skip the deployment run with per-message flwr-clientapp processes")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
     args = ap.parse_args()
     start_load = load_average()
@@ -197,13 +214,14 @@ def main() -> int:
             "machine": None,  # filled in below, after the runs (load average at start and end)
             "config": {"rounds": args.rounds, "local_epochs": args.epochs, "clients": 3,
                        "model": "FedPsyAU (paper network), 48 random clips (16 per client)"},
-            "engines": engines(tmp / "small", args.rounds, args.epochs),
+            "engines": engines(tmp / "small", args.rounds, args.epochs,
+                               cold_deployment=not args.no_cold_deployment),
             "config_large": {"rounds": args.rounds, "local_epochs": args.large_epochs, "clients": 3,
                              "model": f"FedPsyAU, {6 * args.large_clips} random clips "
                                       f"({2 * args.large_clips} per client); no deployment run"},
             "engines_large": (engines(tmp / "large", args.rounds, args.large_epochs, args.large_clips,
                                       deployment=False) if args.large_epochs > 0 else None),
-            "scaling_simulation_toy": scaling(tmp, 3, [int(s) for s in args.sizes.split(",")]),
+            "scaling_simulation_toy": scaling(tmp, 3, [int(s) for s in args.sizes.split(",") if s]),
         }
         result["machine"] = machine_info(start_load, flwr=__import__("flwr").__version__)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -99,3 +99,53 @@ def _run_quietly(dep, cfg, out):
     except Exception as exc:  # expected: the deployment is stopped under the run
         return exc
     return None
+
+
+@pytest.mark.slow
+def test_warm_clientapps_over_tls_two_rounds(tmp_path):
+    """``warm=True``: SuperNodes in process isolation, one warm executor each that forks a
+    pre-imported process per message; no ``flwr-clientapp`` and no SuperNode-side
+    ``flower-superexec`` is ever started, the 2-round run completes over TLS and nothing is
+    left running."""
+    import threading
+    import time
+
+    lab_a = make_toy_data(tmp_path / "labA" / "toy.pt", subjects=3, per_subject=20, seed=1)
+    lab_b = make_toy_data(tmp_path / "labB" / "toy.pt", subjects=3, per_subject=20, seed=2)
+    cfg = FederatedConfig(clients=2, rounds=2, local_epochs=1, strategy="p-fedprox", lr=0.02,
+                          batch_size=16, repeats=1)
+    dep = LocalDeployment(tmp_path / "run", [lab_a.parent, lab_b.parent], tls=True, warm=True,
+                          startup_timeout=120)
+    seen_cmdlines: list[str] = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            seen_cmdlines.append(_cmdlines(dep))
+            time.sleep(0.3)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        dep.start()
+        sampler.start()
+        res = dep.run(cfg, {"name": "toy"}, tmp_path / "out", timeout=600)
+    finally:
+        stop.set()
+        dep.stop()
+    sampler.join(timeout=10)
+    assert dep.alive() == []
+    assert all(p.poll() is not None for _, p in dep.procs)
+    assert "--insecure" not in " ".join(" ".join(p.args) for _, p in dep.procs if "superlink" in p.args[0]
+                                        or "supernode" in p.args[0])
+    procs = {line for c in seen_cmdlines for line in c.splitlines()}
+    progs = [line.split()[:2] for line in procs]
+    assert any("psyau_graph.federated.flower.warm_exec" in line for line in procs)
+    assert not any(a.endswith("flwr-clientapp") for p in progs for a in p)
+    # the only SuperExec is the SuperLink's own (for the ServerApp), none for a SuperNode
+    superexecs = [line for line in procs if "bin/flower-superexec" in line]
+    assert all(f"--runtime-api-address 127.0.0.1:{dep.port} " in line + " " for line in superexecs)
+    for i in (0, 1):  # each node served its train and evaluate messages by fork, every round
+        assert dep.log(f"warm-exec{i}").count("runs in forked pid") >= 2
+    assert sorted((r["round"], r["client"]) for r in res["records"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert {r["n_train"] + r["n_test"] for r in res["records"]} == {60}
+    assert all(0.0 <= r["uf1"] <= 1.0 for r in res["records"])

@@ -90,6 +90,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="deployment: one data folder per SuperNode (each node reads only its own)")
     p.add_argument("--tls", action="store_true", help="deployment: TLS with a generated test CA")
     add_compute_args(p)
+    p.add_argument("--warm-clientapps", action="store_true",
+                   help="deployment: SuperNodes in process isolation with a warm executor each "
+                        "(a pre-imported process forked per message, no flwr-clientapp start-up)")
     p.set_defaults(func=run)
     return p
 
@@ -192,7 +195,8 @@ def _run_strategies(args, configs, task, task_spec, common, out) -> int:
         else:
             from psyau_graph.federated.flower.deployment import LocalDeployment
             recs = []
-            with LocalDeployment(out / s / "deployment", args.node_data, tls=args.tls) as dep:
+            with LocalDeployment(out / s / "deployment", args.node_data, tls=args.tls,
+                                 warm=args.warm_clientapps) as dep:
                 for r in range(cfg.repeats):
                     res = dep.run(cfg, task_spec, out / s / f"repeat{r}", repeat=r)
                     for rec in res["records"]:

@@ -126,14 +126,20 @@ class LocalDeployment:
         node_data: one data folder per SuperNode (its ``data-path`` node config).
         tls: use TLS with a freshly generated self-signed CA (default: ``False``).
         startup_timeout: seconds to wait for each port (default: ``60``).
+        warm: keep ClientApps warm (default: ``False``): SuperNodes run with
+            ``--isolation process`` and each gets a long-running
+            :mod:`~psyau_graph.federated.flower.warm_exec` executor, started and stopped
+            here, that forks a pre-imported process per message instead of Flower's
+            fresh ``flwr-clientapp`` process (``docs/federated.md``).
     """
 
     def __init__(self, work_dir: str | Path, node_data: list[str | Path], *, tls: bool = False,
-                 startup_timeout: float = 60.0):
+                 startup_timeout: float = 60.0, warm: bool = False):
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.node_data = [str(p) for p in node_data]
         self.tls = tls
+        self.warm = bool(warm)
         self.startup_timeout = float(startup_timeout)
         self.env = {**os.environ, **offline_env(self.work)}
         # the SuperLink/SuperNode spawn helper commands (flower-superexec, flwr-serverapp,
@@ -189,11 +195,16 @@ class LocalDeployment:
         for i, path in enumerate(self.node_data):
             nport = free_port()
             node_cfg = f"data-path={json.dumps(path)} partition-id={i} num-partitions={len(self.node_data)}"
+            isolation = ["--isolation", "process"] if self.warm else []
             sn = self._spawn(f"supernode{i}", [
                 _bin("flower-supernode"), *node_sec, "--superlink", f"127.0.0.1:{self.port}",
                 "--host", "127.0.0.1", "--port", str(nport), "--node-config", node_cfg,
-                "--max-retries", "20", "--max-wait-time", "60"])
+                "--max-retries", "20", "--max-wait-time", "60", *isolation])
             self._wait_port(nport, f"supernode{i}", sn)
+            if self.warm:
+                self._spawn(f"warm-exec{i}", [
+                    sys.executable, "-m", "psyau_graph.federated.flower.warm_exec",
+                    "--runtime-api-address", f"127.0.0.1:{nport}", "--parent-pid", str(sn.pid)])
         self._write_flwr_config()
         return self
 
