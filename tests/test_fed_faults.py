@@ -430,3 +430,17 @@ def test_flower_strategy_prints_a_progress_line_per_round_off_a_terminal():
     assert len(lines) == 2
     assert "1/2 rounds" in lines[0] and "2/2 rounds" in lines[1]
     assert all("mean client UF1 0.600" in ln for ln in lines)
+
+
+def test_flower_app_declares_every_run_config_key():
+    # `flwr run` refuses a run-config key the app's pyproject.toml does not declare
+    import tomllib
+    from importlib import resources
+
+    from psyau_graph.federated.config import FederatedConfig
+    from psyau_graph.federated.flower.common import to_run_config
+
+    app = resources.files("psyau_graph.federated.flower") / "app" / "pyproject.toml"
+    declared = set(tomllib.loads(app.read_text())["tool"]["flwr"]["app"]["config"])
+    sent = set(to_run_config(FederatedConfig(), {"name": "fedpsyau"}))
+    assert sent <= declared, f"not declared in the app's pyproject.toml: {sorted(sent - declared)}"
