@@ -12,9 +12,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .results import summarize  # noqa: E402
 
-_ORDER = ("local", "fedavg", "fedprox", "p-fedprox")
-_STYLES = {"local": ("-", "o"), "fedavg": ("--", "s"), "fedprox": (":", "^"), "p-fedprox": ("-", "D")}
-_COLORS = {"local": "#9e9e9e", "fedavg": "#4c72b0", "fedprox": "#55a868", "p-fedprox": "#dd8452"}
+_ORDER = ("local", "fedavg", "fedprox", "p-fedprox", "fedrep", "fedas", "ellp")
+_STYLES = {"local": ("-", "o"), "fedavg": ("--", "s"), "fedprox": (":", "^"), "p-fedprox": ("-", "D"),
+           "fedrep": ("-.", "v"), "fedas": ("--", "P"), "ellp": (":", "X")}
+_COLORS = {"local": "#9e9e9e", "fedavg": "#4c72b0", "fedprox": "#55a868", "p-fedprox": "#dd8452",
+           "fedrep": "#8172b3", "fedas": "#937860", "ellp": "#da8bc3"}  # one distinct colour each
 
 
 def _strategies(records):
