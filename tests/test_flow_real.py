@@ -155,7 +155,8 @@ def test_match_brightness_through_preprocess_and_the_cli_flag(tmp_path, monkeypa
     rep = batch.preprocess_dataset(df, tmp_path / "frames", tmp_path / "cache", dataset="casme2", flow="tvl1",
                                    workers=1, progress=False, flow_params={"match_brightness": True})
     assert rep["processed"] == 1 and rep["flow_params"] == {"match_brightness": True}
-    base = ["preprocess", "--annotations", "a.csv", "--dataset", "casme2", "--frames", "f", "--out", "o"]
+    base = ["preprocess", "--annotations", "a.csv", "--dataset", "casme2", "--frames", "f",
+            "--out", str(tmp_path / "o")]  # the command writes its annotation report there
     assert build_parser(["preprocess"]).parse_args(base + ["--match-brightness"]).match_brightness is True
     assert build_parser(["preprocess"]).parse_args(base).match_brightness is False
     seen = {}
@@ -167,3 +168,4 @@ def test_match_brightness_through_preprocess_and_the_cli_flag(tmp_path, monkeypa
                         lambda *a, **kw: df)
     cli_pre.run(build_parser(["preprocess"]).parse_args(base + ["--match-brightness"]))
     assert seen["flow_params"] == {"match_brightness": True}
+    assert (tmp_path / "o" / "annotation_report.json").is_file()
