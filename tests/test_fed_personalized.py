@@ -338,3 +338,12 @@ def test_flower_run_config_carries_new_options_and_only_plain_values():
     assert all(isinstance(v, (str, int, float, bool)) for v in rc.values())
     back, _, _ = from_run_config(rc)
     assert back.balance == "samples" and back.pfedprox_eval == "mixture"
+
+
+def test_cli_strategy_lists_match_the_package():
+    from psyau_graph.cli import federate as cli_federate
+    from psyau_graph.federated.config import STRATEGIES
+    from psyau_graph.federated.personalized import PERSONAL_STRATEGIES
+
+    assert cli_federate.STRATEGY_CHOICES == STRATEGIES
+    assert cli_federate.INPROCESS_ONLY == PERSONAL_STRATEGIES

@@ -9,6 +9,9 @@ import sys
 
 from ._compute import add_compute_args, check_compute_args
 
+# Copies of federated.config.STRATEGIES and federated.personalized.PERSONAL_STRATEGIES, kept
+# here so that building the parser (``psyau --help``) does not import torch; a test checks
+# that they stay equal.
 STRATEGY_CHOICES = ("local", "fedavg", "fedprox", "p-fedprox", "fedrep", "fedas", "ellp")
 #: strategies the Flower engines do not run yet
 INPROCESS_ONLY = ("fedrep", "fedas", "ellp")

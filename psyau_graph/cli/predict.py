@@ -58,11 +58,10 @@ def run(args) -> int:
     import json
 
     from psyau_graph.au import AU_NAMES, AUS
-    from psyau_graph.preprocess.pipeline import preprocess_clip
-    from psyau_graph.train.checkpoint import build_model
-
     from psyau_graph.preprocess.frames import open_clip
     from psyau_graph.preprocess.landmarks import parse_face_box
+    from psyau_graph.preprocess.pipeline import preprocess_clip
+    from psyau_graph.train.checkpoint import build_model
 
     check_compute_args(args)
     face = parse_face_box(args.face_box, what="--face-box")
