@@ -134,7 +134,7 @@ def au_batch_case(batch_size: int, repeats: int, warmup: int) -> dict:
     dense_prior[graph.edge_index[1], graph.edge_index[0]] = graph.edge_prior.float()
 
     gat1, gat2 = GATConv(25, 64, heads=3, add_self_loops=False), GATConv(192, 25, heads=1, add_self_loops=False)
-    dpk1, dpk2 = DPKGATConv(25, 64, heads=3), DPKGATConv(192, 25, heads=1)
+    dpk1, dpk2 = DPKGATConv(25, 64, heads=3, add_self_loops=False), DPKGATConv(192, 25, heads=1, add_self_loops=False)
     dpk1.load_state_dict(gat1.state_dict())
     dpk2.load_state_dict(gat2.state_dict())
     xb = x.view(batch_size, n, 25)
@@ -172,7 +172,7 @@ def random_large_case(num_nodes: int, num_edges: int, repeats: int, warmup: int)
     prior = torch.rand(num_edges, generator=g)
     x = torch.randn(num_nodes, 64, generator=g)
     gat = GATConv(64, 64, heads=4, add_self_loops=False)
-    dpk = DPKGATConv(64, 64, heads=4)
+    dpk = DPKGATConv(64, 64, heads=4, add_self_loops=False)
     dpk.load_state_dict(gat.state_dict())
     steps = {
         "GATConv": fwd_bwd(lambda: gat(x, edge_index), list(gat.parameters())),
@@ -189,7 +189,7 @@ def bipartite_case(num_src: int, num_dst: int, num_edges: int, repeats: int, war
     prior = torch.rand(num_edges, generator=g)
     x = (torch.randn(num_src, 32, generator=g), torch.randn(num_dst, 48, generator=g))
     gat = GATConv((32, 48), 64, heads=4, add_self_loops=False)
-    dpk = DPKGATConv((32, 48), 64, heads=4)
+    dpk = DPKGATConv((32, 48), 64, heads=4, add_self_loops=False)
     dpk.load_state_dict(gat.state_dict())
     steps = {
         "GATConv": fwd_bwd(lambda: gat(x, edge_index), list(gat.parameters())),

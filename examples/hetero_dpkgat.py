@@ -32,8 +32,9 @@ class Net(torch.nn.Module):
 
     def __init__(self, hidden: int = 16, heads: int = 2, num_classes: int = 3):
         super().__init__()
-        self.conv1 = DPKGATConv((-1, -1), hidden, heads=heads)
-        self.conv2 = DPKGATConv((-1, -1), num_classes, heads=1, concat=False)
+        # as with GATConv, to_hetero needs add_self_loops=False (a loop would join two node types)
+        self.conv1 = DPKGATConv((-1, -1), hidden, heads=heads, add_self_loops=False)
+        self.conv2 = DPKGATConv((-1, -1), num_classes, heads=1, concat=False, add_self_loops=False)
 
     def forward(self, x, edge_index, edge_prior):
         x = F.elu(self.conv1(x, edge_index, edge_prior=edge_prior))

@@ -27,8 +27,8 @@ class TwoLayerDPKGAT(torch.nn.Module):
     def __init__(self, in_channels: int, num_classes: int, hidden: int = 8, heads: int = 4, dropout: float = 0.3):
         super().__init__()
         self.dropout = dropout
-        self.conv1 = DPKGATConv(in_channels, hidden, heads=heads, dropout=dropout, add_self_loops=True)
-        self.conv2 = DPKGATConv(hidden * heads, num_classes, heads=1, concat=False, add_self_loops=True)
+        self.conv1 = DPKGATConv(in_channels, hidden, heads=heads, dropout=dropout)
+        self.conv2 = DPKGATConv(hidden * heads, num_classes, heads=1, concat=False)
 
     def forward(self, x, edge_index, edge_prior, beta):
         x = F.dropout(x, p=self.dropout, training=self.training)

@@ -74,7 +74,7 @@ def _dense_reference(conv: DPKGATConv, x, edge_index, prior, beta):
 
 
 def _identity_conv(**kw) -> DPKGATConv:
-    conv = DPKGATConv(2, 2, heads=1, bias=False, **kw)
+    conv = DPKGATConv(2, 2, heads=1, bias=False, **kw, add_self_loops=False)
     with torch.no_grad():
         conv.lin.weight.copy_(torch.eye(2))
         conv.att_src.zero_()
@@ -108,7 +108,7 @@ def test_hand_computed_authors_mode():
 
 def test_hand_computed_leaky_relu_logits():
     # C = 1, f = x, a_src = 1, a_dst = 0 -> e_0j = LeakyReLU(x_j): x_1 = 1 -> 1, x_2 = -1 -> -0.2
-    conv = DPKGATConv(1, 1, heads=1, bias=False, beta=0.5)
+    conv = DPKGATConv(1, 1, heads=1, bias=False, beta=0.5, add_self_loops=False)
     with torch.no_grad():
         conv.lin.weight.fill_(1.0)
         conv.att_src.fill_(1.0)
@@ -151,7 +151,7 @@ def test_beta_zero_reproduces_gatconv_exactly(heads, concat, self_loops, residua
 def test_beta_zero_reproduces_gatconv_on_sparse_adjacency():
     torch.manual_seed(2)
     x, edge_index, prior = _graph(seed=5)
-    conv = DPKGATConv(5, 3, heads=2)
+    conv = DPKGATConv(5, 3, heads=2, add_self_loops=False)
     gat = GATConv(5, 3, heads=2, add_self_loops=False)
     gat.load_state_dict(conv.state_dict())
     adj = torch.sparse_coo_tensor(edge_index.flip(0), prior, (7, 7)).coalesce()  # adj[i, j]: j -> i
@@ -167,7 +167,7 @@ def test_beta_zero_reproduces_gatconv_on_sparse_adjacency():
 def test_edge_index_path_matches_dense_reference(mode, concat):
     torch.manual_seed(3)
     x, edge_index, prior = _graph(seed=7)
-    conv = DPKGATConv(5, 4, heads=3, concat=concat, prior_mode=mode, residual=True)
+    conv = DPKGATConv(5, 4, heads=3, concat=concat, prior_mode=mode, residual=True, add_self_loops=False)
     with torch.no_grad():
         conv.bias.normal_()
     out, (ei, alpha) = conv(x, edge_index, prior, beta=0.35, return_attention_weights=True)
@@ -181,7 +181,7 @@ def test_edge_index_path_matches_dense_reference(mode, concat):
 def test_sparse_adjacency_matches_dense_reference(mode, layout):
     torch.manual_seed(4)
     x, edge_index, prior = _graph(seed=11)
-    conv = DPKGATConv(5, 4, heads=2, prior_mode=mode)
+    conv = DPKGATConv(5, 4, heads=2, prior_mode=mode, add_self_loops=False)
     adj = torch.sparse_coo_tensor(edge_index.flip(0), prior, (7, 7)).coalesce()
     if layout == "csr":
         adj = adj.to_sparse_csr()
@@ -199,7 +199,7 @@ def test_sparse_adjacency_matches_dense_reference(mode, layout):
 def test_beta_one_is_pure_prior_aggregation(concat):
     torch.manual_seed(5)
     x, edge_index, prior = _graph(seed=13, zero_mass_target=False)
-    conv = DPKGATConv(5, 4, heads=3, concat=concat)
+    conv = DPKGATConv(5, 4, heads=3, concat=concat, add_self_loops=False)
     out = conv(x, edge_index, prior, beta=1.0)
     mass = scatter(prior, edge_index[1], 0, 7, reduce="sum")
     d = prior / mass[edge_index[1]]
@@ -224,7 +224,7 @@ def test_attention_is_a_distribution_per_target_and_head(mode):
 def test_zero_prior_mass_target_falls_back_to_softmax():
     x, edge_index, prior = _graph(seed=19)
     target = int(edge_index[1, 0])  # its incoming prior is all zero (see _graph)
-    conv = DPKGATConv(5, 4, heads=2)
+    conv = DPKGATConv(5, 4, heads=2, add_self_loops=False)
     _, (_, plain) = conv(x, edge_index, return_attention_weights=True)
     _, (_, mixed) = conv(x, edge_index, prior, beta=1.0, return_attention_weights=True)
     on_target = edge_index[1] == target
@@ -331,7 +331,7 @@ def test_gradcheck_float64():
 
 
 def test_empty_graph_and_node_without_incoming_edges():
-    conv = DPKGATConv(5, 4, heads=2, residual=True)
+    conv = DPKGATConv(5, 4, heads=2, residual=True, add_self_loops=False)
     with torch.no_grad():
         conv.bias.normal_()
     x = torch.randn(4, 5)
@@ -426,7 +426,7 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_dense_path_single_graph_and_errors():
     x, edge_index, prior = _graph(seed=47)
-    conv = DPKGATConv(5, 4, heads=2)
+    conv = DPKGATConv(5, 4, heads=2, add_self_loops=False)
     adj = torch.zeros(7, 7, dtype=torch.bool)
     adj[edge_index[1], edge_index[0]] = True
     dense_prior = torch.zeros(7, 7)

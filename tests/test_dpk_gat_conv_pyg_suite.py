@@ -5,8 +5,6 @@ PyG's suite cannot check: the output equals ``GATConv``'s for identical weights
 (β = 0 or no prior), and the same input forms work with a prior at β > 0.
 
 Adaptations beyond the class name, all deliberate:
-* ``add_self_loops=True`` is passed, since ``DPKGATConv`` defaults to ``False``
-  (``GATConv`` to ``True``).
 * For a torch sparse adjacency, ``return_attention_weights`` gives
   ``(edge_index (2, E'), alpha (E', H))`` rather than a sparse matrix holding the
   attention (``GATConv``); both carry the same edges and values.
@@ -30,7 +28,7 @@ WITH_TORCH_SPARSE = torch_geometric.typing.WITH_TORCH_SPARSE
 def _pair(*args, **kw):
     """A DPKGATConv and a GATConv with the same constructor arguments and weights."""
     torch.manual_seed(0)
-    dpk = DPKGATConv(*args, add_self_loops=True, **kw)
+    dpk = DPKGATConv(*args, **kw)
     gat = GATConv(*args, **kw)
     gat.load_state_dict(dpk.state_dict())
     return dpk, gat
@@ -118,7 +116,7 @@ def test_gat_conv_bipartite(residual):
 def test_prior_in_every_input_form():
     x1, x2, edge_index = _inputs()
     prior = torch.tensor([1.0, 3.0, 2.0, 0.5])
-    conv = DPKGATConv((8, 16), 32, heads=2, residual=True, add_self_loops=True, fill_value=1.0)
+    conv = DPKGATConv((8, 16), 32, heads=2, residual=True, fill_value=1.0)
     out1 = conv((x1, x2), edge_index, prior, beta=0.6)
     assert out1.size() == (2, 64)
     assert not torch.allclose(out1, conv((x1, x2), edge_index))  # the prior changes the output
@@ -134,7 +132,7 @@ def test_prior_in_every_input_form():
         assert torch.allclose(conv((x1, x2), adj2, "values", beta=0.6), out1, atol=1e-6)
 
     # homogeneous, with return_attention_weights and sparse input
-    conv = DPKGATConv(8, 32, heads=2, add_self_loops=True)
+    conv = DPKGATConv(8, 32, heads=2)
     out, (ei, alpha) = conv(x1, edge_index, prior, beta=0.4, return_attention_weights=True)
     assert ei.size() == (2, 7) and alpha.size() == (7, 2)
     torch.testing.assert_close(scatter(alpha, ei[1], 0, 4, reduce="sum"), torch.ones(4, 2))
@@ -148,7 +146,7 @@ def test_bipartite_prior_is_normalised_over_each_targets_incoming_edges(mode):
     x_src, x_dst = torch.randn(5, 3), torch.randn(3, 6)
     edge_index = torch.tensor([[0, 1, 2, 3, 4, 0, 2], [0, 0, 1, 1, 1, 2, 2]])
     prior = torch.tensor([1.0, 3.0, 2.0, 2.0, 4.0, 5.0, 5.0])
-    conv = DPKGATConv((3, 6), 4, heads=2, prior_mode=mode)
+    conv = DPKGATConv((3, 6), 4, heads=2, prior_mode=mode, add_self_loops=False)
     _, (ei, alpha) = conv((x_src, x_dst), edge_index, prior, beta=1.0, return_attention_weights=True)
     assert torch.equal(ei, edge_index)
     if mode == "paper":
@@ -207,7 +205,7 @@ def test_edge_attr_on_bipartite_graph_matches_gatconv():
 def test_gat_conv_empty_edge_index():
     x = torch.randn(0, 8)
     edge_index = torch.empty(2, 0, dtype=torch.long)
-    conv = DPKGATConv(8, 32, heads=2, add_self_loops=True)
+    conv = DPKGATConv(8, 32, heads=2)
     assert conv(x, edge_index).size() == (0, 64)
     assert conv(x, edge_index, torch.empty(0), beta=0.5).size() == (0, 64)
 
@@ -216,7 +214,7 @@ def test_gat_conv_empty_edge_index():
 def test_lazy_in_channels_match_gatconv(in_channels):
     x1, x2, edge_index = _inputs()
     x = x1 if in_channels == -1 else (x1, x2)
-    conv = DPKGATConv(in_channels, 32, heads=2, add_self_loops=True, residual=True)
+    conv = DPKGATConv(in_channels, 32, heads=2, residual=True)
     gat = GATConv(in_channels, 32, heads=2, residual=True)
     out = conv(x, edge_index)  # materialises the lazy weights
     gat(x, edge_index)
@@ -269,10 +267,38 @@ def test_bipartite_self_loop_prior_fill(fill_value):
     x_src, x_dst = torch.randn(5, 3), torch.randn(3, 4)
     edge_index = torch.tensor([[1, 2, 4, 0, 3, 1], [0, 0, 1, 1, 2, 1]])  # (1, 1) is an existing loop
     prior = torch.tensor([1.0, 3.0, 2.0, 4.0, 5.0, 7.0])
-    conv = DPKGATConv((3, 4), 2, add_self_loops=True, fill_value=fill_value)
+    conv = DPKGATConv((3, 4), 2, fill_value=fill_value)
     _, (ei, alpha) = conv((x_src, x_dst), edge_index, prior, beta=1.0, return_attention_weights=True)
     assert torch.equal(ei, torch.tensor([[1, 2, 4, 0, 3, 0, 1, 2], [0, 0, 1, 1, 2, 0, 1, 2]]))
     loops = {"mean": [2.0, 7.0, 5.0], "max": [3.0, 7.0, 5.0], 2.0: [2.0, 7.0, 2.0]}[fill_value]
     full = torch.tensor([1.0, 3.0, 2.0, 4.0, 5.0] + loops)  # node 1 keeps its own loop's 7
     mass = torch.zeros(3).index_add_(0, ei[1], full)
     torch.testing.assert_close(alpha[:, 0], full / mass[ei[1]])
+
+
+def test_constructor_defaults_equal_gatconv():
+    """Every argument the two constructors share has the same default (a drop-in)."""
+    import inspect
+
+    ours = inspect.signature(DPKGATConv.__init__).parameters
+    theirs = inspect.signature(GATConv.__init__).parameters
+    shared = [n for n in theirs if n in ours and theirs[n].default is not inspect.Parameter.empty]
+    assert {"add_self_loops", "concat", "negative_slope", "dropout", "fill_value", "bias",
+            "residual", "edge_dim"} <= set(shared)
+    for name in shared:
+        assert ours[name].default == theirs[name].default, name
+
+
+def test_default_construction_equals_gatconv_on_a_graph_without_loops():
+    """With both classes' defaults, a loop-free graph gets the same added loops and output."""
+    torch.manual_seed(3)
+    x = torch.randn(6, 8)
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 1], [1, 2, 3, 4, 5, 0, 3]])
+    torch.manual_seed(0)
+    dpk = DPKGATConv(8, 4, heads=2)
+    gat = GATConv(8, 4, heads=2)
+    gat.load_state_dict(dpk.state_dict())
+    out, (ei, alpha) = dpk(x, edge_index, return_attention_weights=True)
+    ref, (ei_ref, alpha_ref) = gat(x, edge_index, return_attention_weights=True)
+    assert torch.equal(ei, ei_ref) and ei.shape[1] == edge_index.shape[1] + 6
+    assert torch.equal(out, ref) and torch.equal(alpha, alpha_ref)

@@ -163,7 +163,6 @@ def test_bad_config():
 
 def test_real_schedule_and_real_model_deterministic_and_resumable(tmp_path):
     """FedPsyAU + the real 'authors' β schedule: same seed → same weights; kill + resume → same."""
-    pytest.importorskip("psyau_graph.nn.model")
     from psyau_graph.nn import FedPsyAU, FedPsyAUConfig, make_beta_schedule
 
     data = make_items(n_subjects=2, per_subject=5)

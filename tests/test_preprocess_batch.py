@@ -148,7 +148,7 @@ def test_flow_batched_across_clips_matches(dataset, tmp_path):
 
 
 def test_cli_on_synthetic_set(tmp_path, capsys):
-    synth = pytest.importorskip("psyau_graph.data.synth")
+    from psyau_graph.data import synth
     from psyau_graph.cli import main
 
     sheet = synth.generate_synthetic(tmp_path / "frames", subjects=1, clips_per_subject=2, seed=1,

@@ -113,7 +113,6 @@ def test_final_model_checkpoint(tmp_path):
 
 def test_real_model_two_folds_with_attention_plot(tmp_path):
     """FedPsyAU itself through run_protocol (ablation by name), tiny data, one epoch."""
-    pytest.importorskip("psyau_graph.nn.model")
     from psyau_graph.train.checkpoint import build_model, load_checkpoint
 
     data = make_items(n_subjects=4, per_subject=3)

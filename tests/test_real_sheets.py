@@ -224,7 +224,7 @@ def test_parse_facs_descriptors_and_question_mark(code, aus, descriptors, uncode
 
 
 def test_cli_preprocess_processes_every_usable_row_of_an_odd_sheet(tmp_path, capsys):
-    synth = pytest.importorskip("psyau_graph.data.synth")
+    from psyau_graph.data import synth
     from psyau_graph.cli import main
 
     sheet = synth.generate_synthetic(tmp_path / "frames", subjects=1, clips_per_subject=2, seed=1,

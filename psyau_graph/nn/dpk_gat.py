@@ -124,7 +124,9 @@ class DPKGATBlock(nn.Module):
         tgt, src = torch.nonzero(adj != 0, as_tuple=True)
         self.register_buffer("edge_index", torch.stack([src, tgt]), persistent=False)
         self._cache: Dict[Tuple[int, str], Tuple[Tensor, Optional[Tensor]]] = {}
-        kw = dict(negative_slope=negative_slope, dropout=dropout, beta=beta, prior_mode=prior_mode)
+        # the AU graphs carry their own self-loops (with their prior values): add none
+        kw = dict(negative_slope=negative_slope, dropout=dropout, beta=beta, prior_mode=prior_mode,
+                  add_self_loops=False)
         self.conv1 = DPKGATConv(in_channels, hidden, heads=heads, concat=True, **kw)
         self.conv2 = DPKGATConv(heads * hidden, in_channels, heads=1, concat=False, **kw)
 

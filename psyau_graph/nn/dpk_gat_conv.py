@@ -105,8 +105,9 @@ class DPKGATConv(MessagePassing):
             attention coefficients (training only). (default: ``0.0``)
         add_self_loops (bool, optional): Add a self-loop to every node (on a
             bipartite graph: to the first ``min(N_src, N_dst)`` nodes, as in
-            ``GATConv``). Note the default differs from ``GATConv``'s ``True``.
-            (default: ``False``)
+            ``GATConv``), as ``GATConv`` does by default. Graphs that carry their
+            own loops with prior values (the AU graphs) keep those values; pass
+            ``False`` to use the graph exactly as given. (default: ``True``)
         edge_dim (int, optional): Edge feature size; if set, ``edge_attr``
             enters the attention logits through ``lin_edge`` / ``att_edge``
             exactly as in ``GATConv``. (default: ``None``)
@@ -151,7 +152,7 @@ class DPKGATConv(MessagePassing):
         concat: bool = True,
         negative_slope: float = 0.2,
         dropout: float = 0.0,
-        add_self_loops: bool = False,
+        add_self_loops: bool = True,
         edge_dim: Optional[int] = None,
         fill_value: Union[float, Tensor, str] = "mean",
         bias: bool = True,
