@@ -253,3 +253,24 @@ def test_node_unavailable_reply_is_traced_to_the_lost_node(monkeypatch):
     strat.aggregate_train(2, [*replies, lost])
     assert [(f["round"], f["node"]) for f in strat.failures] == [(2, 202)]
     assert "Node Unavailable" in strat.failure_reason[2][202]
+
+
+@pytest.mark.slow
+def test_cli_deployment_records_node_auth_in_summary(tmp_path, capsys):
+    """``psyau federate --engine deployment --tls``: node authentication on by default, the
+    generated private keys are mode 0600, and summary.json names the registered keys."""
+    import json
+
+    from psyau_graph.federated.flower.node_auth import fingerprint as fp
+
+    assert _federate(tmp_path, "--tls") == 0
+    summary = json.loads((tmp_path / "fed" / "summary.json").read_text())
+    sec = summary["security"]["fedavg"]
+    assert sec["tls"] is True and sec["node_auth"] is True
+    keys = tmp_path / "fed" / "fedavg" / "deployment" / "node_keys"
+    assert [k["node"] for k in sec["registered_keys"]] == [0, 1]
+    for k in sec["registered_keys"]:
+        i = k["node"]
+        assert k["fingerprint"] == fp((keys / f"node{i}.pub").read_bytes())
+        assert stat.S_IMODE(os.stat(keys / f"node{i}").st_mode) == 0o600
+    assert summary["engines"]["fedavg"] == "deployment"

@@ -4,6 +4,12 @@ This is what two labs do on two machines (see ``docs/federated.md``), compressed
 127.0.0.1 for tests, the benchmark and ``psyau federate --engine deployment``. Every
 process is started in its own session and stopped by PID (process-group kill) in
 :meth:`LocalDeployment.stop`, also when something fails; every wait is bounded.
+
+With TLS, SuperNode authentication is on by default: the SuperLink runs with
+``--enable-supernode-auth``, each lab's public key is registered through the Control API
+(``flwr supernode register``) and each SuperNode signs in with its private key
+(:mod:`.node_auth`). :meth:`LocalDeployment.kill_node` / :meth:`~LocalDeployment.restart_node`
+stop a SuperNode like a dying machine and bring it back with the same key.
 """
 from __future__ import annotations
 
