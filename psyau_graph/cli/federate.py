@@ -91,7 +91,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="'toy': a tiny MLP on a toy tensor file, for trying the engines")
     p.add_argument("--node-data", nargs="+", default=None,
                    help="deployment: one data folder per SuperNode (each node reads only its own)")
-    p.add_argument("--tls", action="store_true", help="deployment: TLS with a generated test CA")
+    p.add_argument("--tls", action="store_true",
+                   help="deployment: TLS with a freshly generated self-signed test CA")
+    p.add_argument("--tls-certs", default=None, metavar="DIR",
+                   help="deployment: TLS with DIR/ca.pem (CA certificate), DIR/server.pem and "
+                        "DIR/server.key (the SuperLink's certificate and key)")
+    p.add_argument("--insecure", action="store_true",
+                   help="deployment: no TLS (plain text; for trials on one machine). Without it a "
+                        "deployment needs --tls or --tls-certs and refuses to start otherwise")
+    p.add_argument("--no-node-auth", action="store_true",
+                   help="deployment: do not require SuperNode authentication. By default (with TLS) "
+                        "the SuperLink accepts only SuperNodes whose public keys were registered "
+                        "with it, each SuperNode signs in with its private key")
+    p.add_argument("--node-keys", default=None, metavar="DIR",
+                   help="deployment: DIR/node<i> (OpenSSH EC private key) and DIR/node<i>.pub per "
+                        "SuperNode i; the .pub keys are registered (default: a fresh P-384 pair per "
+                        "lab in OUT/<strategy>/deployment/node_keys, private keys mode 0600)")
     add_compute_args(p)
     p.add_argument("--warm-clientapps", action="store_true",
                    help="deployment: SuperNodes in process isolation with a warm executor each "
@@ -146,6 +161,7 @@ def run(args) -> int:
     if args.engine == "deployment" and len(args.node_data) != args.clients:
         raise SystemExit(f"psyau federate: --clients {args.clients} but {len(args.node_data)} "
                          "--node-data folders")
+    deploy_security = _deployment_security(args)
 
     from psyau_graph.federated.run import RoundFailed
     from psyau_graph.federated.task import make_task
@@ -160,17 +176,56 @@ def run(args) -> int:
     if args.resume and args.engine != "inprocess":
         raise ValueError(f"--resume continues in-process runs only, not --engine {args.engine}")
     try:
-        return _run_strategies(args, configs, task, task_spec, common, out)
+        return _run_strategies(args, configs, task, task_spec, common, out, deploy_security)
     except RoundFailed as exc:  # below the quorum: one line (a programming error keeps its traceback)
         print(f"psyau federate: error: {exc}", file=sys.stderr)
         return 1
 
 
-def _run_strategies(args, configs, task, task_spec, common, out) -> int:
+def _deployment_security(args) -> dict:
+    """``LocalDeployment`` keyword arguments for TLS and node authentication, checked before
+    anything starts. Raises ``PsyauError`` (one line, exit 2) on a bad combination or file."""
+    from pathlib import Path
+
+    from psyau_graph.errors import PsyauError
+
+    given = [f for f, on in (("--tls", args.tls), ("--tls-certs", args.tls_certs is not None),
+                             ("--insecure", args.insecure), ("--no-node-auth", args.no_node_auth),
+                             ("--node-keys", args.node_keys is not None)) if on]
+    if args.engine != "deployment":
+        if given:
+            raise PsyauError(f"{', '.join(given)}: deployment engine only (got --engine {args.engine})")
+        return {}
+    if args.tls and args.tls_certs is not None:
+        raise PsyauError("--tls (generated test CA) and --tls-certs DIR exclude each other")
+    tls = args.tls or args.tls_certs is not None
+    if args.insecure and tls:
+        raise PsyauError("--insecure and --tls/--tls-certs exclude each other")
+    if not args.insecure and not tls:
+        raise PsyauError("--engine deployment refuses to start without TLS: give --tls (a generated "
+                         "test CA) or --tls-certs DIR, or --insecure for plain text on one machine")
+    if args.node_keys is not None and (args.no_node_auth or args.insecure):
+        raise PsyauError("--node-keys needs node authentication, which needs TLS "
+                         "(drop --no-node-auth/--insecure)")
+    kw = {"tls": tls, "node_auth": tls and not args.no_node_auth}
+    if args.tls_certs is not None:
+        root = Path(args.tls_certs)
+        kw["certs"] = {"ca": root / "ca.pem", "cert": root / "server.pem", "key": root / "server.key"}
+        for path in kw["certs"].values():
+            if not path.is_file():
+                raise PsyauError(f"--tls-certs: {path} is missing (expected ca.pem, server.pem, server.key)")
+    if args.node_keys is not None:
+        from psyau_graph.federated.flower.node_auth import load_node_keys
+        load_node_keys(args.node_keys, len(args.node_data))  # a bad or missing key file: one line
+        kw["node_keys"] = args.node_keys
+    return kw
+
+
+def _run_strategies(args, configs, task, task_spec, common, out, deploy_security=None) -> int:
     from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
     from psyau_graph.federated.run import FederatedRun, write_outputs
 
-    records, engines = [], {}
+    records, engines, security = [], {}, {}
     dataset = None
     for s, cfg in configs.items():
         engine = "inprocess" if s == "local" or s in INPROCESS_ONLY else args.engine
@@ -198,8 +253,9 @@ def _run_strategies(args, configs, task, task_spec, common, out) -> int:
         else:
             from psyau_graph.federated.flower.deployment import LocalDeployment
             recs = []
-            with LocalDeployment(out / s / "deployment", args.node_data, tls=args.tls,
-                                 warm=args.warm_clientapps) as dep:
+            with LocalDeployment(out / s / "deployment", args.node_data,
+                                 warm=args.warm_clientapps, **(deploy_security or {})) as dep:
+                security[s] = dep.security()
                 for r in range(cfg.repeats):
                     res = dep.run(cfg, task_spec, out / s / f"repeat{r}", repeat=r)
                     for rec in res["records"]:
@@ -210,8 +266,10 @@ def _run_strategies(args, configs, task, task_spec, common, out) -> int:
             write_outputs(res, out / s)
         records += res["records"]
     summary = summarize(records)
-    write_json(out / "summary.json", {"engines": engines, "summary": summary,
-                                      "config": {k: v for k, v in common.items()}})
+    doc = {"engines": engines, "summary": summary, "config": {k: v for k, v in common.items()}}
+    if security:  # deployment: TLS, node authentication, registered key fingerprints per strategy
+        doc["security"] = security
+    write_json(out / "summary.json", doc)
     write_csv(out / "metrics.csv", records)
     from psyau_graph.federated.plots import plot_clients, plot_loss
     plot_clients(records, out / "clients_uf1_uar.png")

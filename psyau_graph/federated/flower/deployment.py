@@ -4,6 +4,12 @@ This is what two labs do on two machines (see ``docs/federated.md``), compressed
 127.0.0.1 for tests, the benchmark and ``psyau federate --engine deployment``. Every
 process is started in its own session and stopped by PID (process-group kill) in
 :meth:`LocalDeployment.stop`, also when something fails; every wait is bounded.
+
+With TLS, SuperNode authentication is on by default: the SuperLink runs with
+``--enable-supernode-auth``, each lab's public key is registered through the Control API
+(``flwr supernode register``) and each SuperNode signs in with its private key
+(:mod:`.node_auth`). :meth:`LocalDeployment.kill_node` / :meth:`~LocalDeployment.restart_node`
+stop a SuperNode like a dying machine and bring it back with the same key.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from pathlib import Path
 
 from ..config import FederatedConfig
 from .common import to_run_config
+from .node_auth import NodeKey, load_node_keys, make_node_keys
 from .simulation import offline_env
 
 APP_DIR = Path(__file__).resolve().parent / "app"
@@ -131,10 +138,19 @@ class LocalDeployment:
             :mod:`~psyau_graph.federated.flower.warm_exec` executor, started and stopped
             here, that forks a pre-imported process per message instead of Flower's
             fresh ``flwr-clientapp`` process (``docs/federated.md``).
+        node_auth: SuperNode authentication (Flower's ``--enable-supernode-auth``): only
+            SuperNodes whose public keys are registered may join. ``None`` (default): on
+            exactly when ``tls`` is (Flower refuses it without TLS).
+        node_keys: folder with one key pair per node (``node<i>`` private, ``node<i>.pub``
+            public; see :func:`~psyau_graph.federated.flower.node_auth.load_node_keys`);
+            default: fresh P-384 pairs generated in ``work_dir/node_keys`` (mode 0600).
+        certs: ``{"ca", "cert", "key"}`` PEM paths of an existing CA certificate and server
+            certificate/key (with ``tls``); default: a fresh self-signed test CA.
     """
 
     def __init__(self, work_dir: str | Path, node_data: list[str | Path], *, tls: bool = False,
-                 startup_timeout: float = 60.0, warm: bool = False):
+                 startup_timeout: float = 60.0, warm: bool = False, node_auth: bool | None = None,
+                 node_keys: str | Path | None = None, certs: dict[str, str | Path] | None = None):
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.node_data = [str(p) for p in node_data]
@@ -149,7 +165,13 @@ class LocalDeployment:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self._seen: set[int] = set()
         self.port: int | None = None
-        self.certs: dict[str, Path] | None = None
+        self.certs: dict[str, Path] | None = ({k: Path(v) for k, v in certs.items()}
+                                              if certs is not None else None)
+        if certs is not None and not tls:
+            raise ValueError("certs given but tls=False")
+        self._init_node_auth(node_auth, node_keys)
+        #: per node index: its SuperNode process, Runtime API port and log name (latest start)
+        self.nodes: dict[int, dict] = {}
 
     # -------------------------------------------------------------- processes
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
@@ -181,32 +203,67 @@ class LocalDeployment:
         self.port = free_port()
         link = [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(self.port),
                 "--disable-runtime-dependency-installation"]
-        node_sec: list[str]
         if self.tls:
-            self.certs = make_tls_certificates(self.work / "certs")
+            if self.certs is None:
+                self.certs = make_tls_certificates(self.work / "certs")
             link += ["--ssl-ca-certfile", str(self.certs["ca"]), "--ssl-certfile",
                      str(self.certs["cert"]), "--ssl-keyfile", str(self.certs["key"])]
-            node_sec = ["--root-certificates", str(self.certs["ca"])]
         else:
             link += ["--insecure"]
-            node_sec = ["--insecure"]
+        if self.node_auth:
+            link += ["--enable-supernode-auth"]
         sl = self._spawn("superlink", link)
         self._wait_port(self.port, "superlink", sl)
-        for i, path in enumerate(self.node_data):
-            nport = free_port()
-            node_cfg = f"data-path={json.dumps(path)} partition-id={i} num-partitions={len(self.node_data)}"
-            isolation = ["--isolation", "process"] if self.warm else []
-            sn = self._spawn(f"supernode{i}", [
-                _bin("flower-supernode"), *node_sec, "--superlink", f"127.0.0.1:{self.port}",
-                "--host", "127.0.0.1", "--port", str(nport), "--node-config", node_cfg,
-                "--max-retries", "20", "--max-wait-time", "60", *isolation])
-            self._wait_port(nport, f"supernode{i}", sn)
-            if self.warm:
-                self._spawn(f"warm-exec{i}", [
-                    sys.executable, "-m", "psyau_graph.federated.flower.warm_exec",
-                    "--runtime-api-address", f"127.0.0.1:{nport}", "--parent-pid", str(sn.pid)])
         self._write_flwr_config()
+        if self.node_auth:
+            self._register_node_keys()
+        for i in range(len(self.node_data)):
+            self.start_node(i)
         return self
+
+    def _node_security(self) -> list[str]:
+        return (["--root-certificates", str(self.certs["ca"])] if self.tls else ["--insecure"])
+
+    def start_node(self, i: int, *, data_path: str | Path | None = None,
+                   private_key: str | Path | None = None, name: str | None = None,
+                   wait: bool = True) -> subprocess.Popen:
+        """Start (or restart) SuperNode ``i`` (its partition index) and wait for its Runtime
+        API port; with node authentication it signs in with node ``i``'s private key.
+
+        Args:
+            i: partition index (node config ``partition-id``).
+            data_path: its data folder (default: ``node_data[i]``).
+            private_key: its private key (default: node ``i``'s registered key).
+            name: log/process name (default: ``supernode<i>``, then ``supernode<i>.restart<k>``).
+            wait: wait (bounded) for its Runtime API port (default: ``True``; ``False`` for a
+                node expected to be refused, which may exit before the port is seen).
+        """
+        path = str(data_path) if data_path is not None else self.node_data[i]
+        if name is None:
+            starts = sum(1 for n, _ in self.procs if n == f"supernode{i}" or
+                         n.startswith(f"supernode{i}.restart"))
+            name = f"supernode{i}" if starts == 0 else f"supernode{i}.restart{starts}"
+        nport = free_port()
+        node_cfg = f"data-path={json.dumps(path)} partition-id={i} num-partitions={len(self.node_data)}"
+        isolation = ["--isolation", "process"] if self.warm else []
+        auth = []
+        if private_key is None and self.node_auth and i < len(self.node_keys):
+            private_key = self.node_keys[i].private
+        if private_key is not None:
+            auth = ["--auth-supernode-private-key", str(private_key)]
+        sn = self._spawn(name, [
+            _bin("flower-supernode"), *self._node_security(), "--superlink", f"127.0.0.1:{self.port}",
+            "--host", "127.0.0.1", "--port", str(nport), "--node-config", node_cfg,
+            "--max-retries", "20", "--max-wait-time", "60", *isolation, *auth])
+        if wait:
+            self._wait_port(nport, name, sn)
+        warm = None
+        if self.warm:
+            warm = self._spawn(name.replace("supernode", "warm-exec"), [
+                sys.executable, "-m", "psyau_graph.federated.flower.warm_exec",
+                "--runtime-api-address", f"127.0.0.1:{nport}", "--parent-pid", str(sn.pid)])
+        self.nodes[i] = {"proc": sn, "port": nport, "name": name, "warm": warm}
+        return sn
 
     def _write_flwr_config(self) -> None:
         lines = ['[superlink]', 'default = "lab"', '', '[superlink.lab]',
@@ -218,12 +275,14 @@ class LocalDeployment:
         home = Path(self.env["FLWR_HOME"])
         (home / "config.toml").write_text("\n".join(lines) + "\n")
 
-    def _tree(self) -> set[int]:
-        """Live PIDs of every started process, its process group and its descendants
-        (the SuperLink/SuperNode start flower-superexec, flwr-serverapp and flwr-clientapp in
-        sessions of their own, so process groups alone do not cover them). Linux ``/proc``."""
+    def _tree(self, roots: set[int] | None = None) -> set[int]:
+        """Live PIDs of every started process (or of ``roots``), its process group and its
+        descendants (the SuperLink/SuperNode start flower-superexec, flwr-serverapp and
+        flwr-clientapp in sessions of their own, so process groups alone do not cover them).
+        Linux ``/proc``."""
         table = _proc_table()
-        roots = {p.pid for _, p in self.procs}
+        if roots is None:
+            roots = {p.pid for _, p in self.procs}
         found: set[int] = set()
         frontier = {pid for pid in roots if pid in table}
         frontier |= {pid for pid, (_, _, pg) in table.items() if pg in roots}
@@ -281,6 +340,86 @@ class LocalDeployment:
         self.stop()
         return False
 
+    # -------------------------------------------------------------- node authentication
+    def _init_node_auth(self, node_auth: bool | None, node_keys: str | Path | None) -> None:
+        self.node_auth = self.tls if node_auth is None else bool(node_auth)
+        if self.node_auth and not self.tls:
+            raise ValueError("node authentication needs TLS: Flower's SuperLink refuses "
+                             "--enable-supernode-auth together with --insecure")
+        if node_keys is not None and not self.node_auth:
+            raise ValueError("node keys given but node authentication is off")
+        #: one key pair per node (index order); filled at start when generated here
+        self.node_keys: list[NodeKey] = []
+        #: ``{"node", "fingerprint", "node_id"}`` per public key registered with the SuperLink
+        self.registered: list[dict] = []
+        if node_keys is not None:  # checked before anything starts
+            self.node_keys = load_node_keys(node_keys, len(self.node_data))
+
+    def _flwr_cli(self, *args: str, timeout: float = 120.0) -> str:
+        """Run ``flwr <args>`` against this SuperLink (connection ``lab``); its stdout.
+        A non-zero exit raises with Flower's output."""
+        cmd = [_bin("flwr"), *args]
+        try:
+            done = subprocess.run(cmd, env=self.env, cwd=self.work, capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"`flwr {' '.join(args)}` did not finish within {timeout:.0f} s") from None
+        if done.returncode != 0:
+            raise RuntimeError(f"`flwr {' '.join(args)}` failed (code {done.returncode}):\n"
+                               f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return done.stdout
+
+    def register_key(self, public_key: str | Path) -> int:
+        """Register an OpenSSH public key with the SuperLink (``flwr supernode register``,
+        Flower's Control API); returns the node id the SuperLink assigned to it."""
+        out = self._flwr_cli("supernode", "register", str(public_key), "lab", "--format", "json")
+        try:
+            return int(json.loads(out[out.index("{"):])["node-id"])
+        except (ValueError, KeyError) as exc:
+            raise RuntimeError(f"unexpected output of `flwr supernode register`: {out!r}") from exc
+
+    def _register_node_keys(self) -> None:
+        if not self.node_keys:
+            self.node_keys = make_node_keys(self.work / "node_keys", len(self.node_data))
+        for i, key in enumerate(self.node_keys):
+            node_id = self.register_key(key.public)
+            self.registered.append({"node": i, "fingerprint": key.fingerprint, "node_id": node_id})
+
+    def list_nodes(self) -> list[dict]:
+        """The SuperLink's SuperNodes (``flwr supernode list --format json``): one dict per
+        node with at least ``node-id`` and ``status`` (e.g. ``registered``, ``online``,
+        ``offline``)."""
+        out = self._flwr_cli("supernode", "list", "lab", "--format", "json")
+        data = json.loads(out[out.index("{"):])
+        return list(data.get("nodes", []))
+
+    def security(self) -> dict:
+        """What protected this deployment (recorded in the run's outputs): TLS, node
+        authentication and the fingerprints of the registered public keys."""
+        return {"tls": self.tls, "node_auth": self.node_auth,
+                "registered_keys": [dict(r) for r in self.registered]}
+
+    # -------------------------------------------------------------- node failure
+    def kill_node(self, i: int) -> list[int]:
+        """SIGKILL SuperNode ``i`` with everything it started (its ClientApp processes, its
+        warm executor): a lab machine that dies. Returns the PIDs killed."""
+        node = self.nodes[i]
+        roots = {node["proc"].pid} | ({node["warm"].pid} if node["warm"] is not None else set())
+        pids = self._tree(roots)
+        for pid in sorted(pids):
+            _signal(pid, signal.SIGKILL)
+        for p in (node["proc"], node["warm"]):
+            if p is not None:
+                p.wait(timeout=30)
+        return sorted(pids)
+
+    def restart_node(self, i: int) -> subprocess.Popen:
+        """Start SuperNode ``i`` again after :meth:`kill_node` (same data, same key, so the
+        SuperLink knows it as the same registered node); logs to ``supernode<i>.restart<k>``."""
+        if self.nodes[i]["proc"].poll() is None:
+            raise RuntimeError(f"SuperNode {i} is still running")
+        return self.start_node(i)
+
     # -------------------------------------------------------------- run
     def run(self, config: FederatedConfig, task_spec: dict, out_dir: str | Path, *,
             timeout: float = 900.0, repeat: int = 0) -> dict:
@@ -324,5 +463,6 @@ class LocalDeployment:
                     runner.wait(timeout=10)
         res = json.loads(metrics.read_text())
         res["engine"] = "deployment"
+        res["security"] = self.security()
         res["client_wall_time"] = time.perf_counter() - t0
         return res

@@ -25,7 +25,7 @@ import time
 from typing import Iterable
 
 from flwr.app import ArrayRecord, Message, RecordDict
-from flwr.common.constant import ErrorCode
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp.strategy import FedAvg, FedProx
 
 from .. import core
@@ -59,6 +59,25 @@ class _Tracked:
         self.round_times: dict[int, float] = {}  # round -> seconds (train + evaluate)
         self.failure_reason: dict[int, dict] = {}  # round -> node -> why it did not count
         self.progress = None  # a LineProgress the ServerApp sets: one line per round off a terminal
+        self._sent: dict[int, list[Message]] = {}  # round -> train messages handed to Flower
+
+    def _remember_sent(self, server_round: int, messages: Iterable[Message]) -> list[Message]:
+        """Keep the train messages of a round (Flower sets their ids in place when it pushes
+        them) so that a reply the SuperLink wrote for a lost node can be traced to it."""
+        self._sent[server_round] = list(messages)
+        return self._sent[server_round]
+
+    def _reply_node(self, server_round: int, msg: Message) -> int:
+        """The node a train reply is about. Error replies the SuperLink writes itself (e.g.
+        "Node Unavailable" for a SuperNode that stopped sending heartbeats) come from the
+        SuperLink's own id; they name the lost message, whose destination is the node."""
+        src = int(msg.metadata.src_node_id)
+        if msg.has_error() and src == SUPERLINK_NODE_ID:
+            lost = msg.metadata.reply_to_message_id
+            for sent in self._sent.get(server_round, []):
+                if sent.metadata.message_id == lost:
+                    return int(sent.metadata.dst_node_id)
+        return src
 
     def _remember_reference(self, arrays: ArrayRecord) -> None:
         self.reference = arrays.to_torch_state_dict()
@@ -66,7 +85,7 @@ class _Tracked:
     def _validated(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         ok, why = [], {}
         for msg in replies:
-            node = int(msg.metadata.src_node_id)
+            node = self._reply_node(server_round, msg)
             if msg.has_error():
                 if int(msg.error.code) in _RAISED:
                     raise ClientCrashed(f"round {server_round}: the ClientApp of node {node} raised "
@@ -75,7 +94,8 @@ class _Tracked:
                 log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 self.failures.append({"round": server_round, "node": node,
                                       "error": str(msg.error.reason)})
-                why[f"node {node}"] = str(msg.error.reason)
+                self.failure_reason.setdefault(server_round, {})[node] = str(msg.error.reason)
+                why[self.node_client.get(node, f"node {node}")] = str(msg.error.reason)
                 continue
             self.received.append(msg.content)
             if "failure" in msg.content:
@@ -139,7 +159,8 @@ class _Tracked:
     def configure_train(self, server_round, arrays, config, grid):
         self.round_start[server_round] = time.perf_counter()
         self._remember_reference(arrays)
-        return super().configure_train(server_round, arrays, config, grid)
+        return self._remember_sent(server_round,
+                                   super().configure_train(server_round, arrays, config, grid))
 
     def aggregate_train(self, server_round, replies):
         return super().aggregate_train(server_round, self._validated(server_round, list(replies)))
@@ -222,7 +243,7 @@ class PFedProx(TrackedFedProx):
 
     def configure_train(self, server_round, arrays, config, grid):
         msgs = super().configure_train(server_round, arrays, config, grid)
-        return self._personalise(msgs, arrays)
+        return self._remember_sent(server_round, self._personalise(msgs, arrays))
 
     def configure_evaluate(self, server_round, arrays, config, grid):
         return self._personalise(super().configure_evaluate(server_round, arrays, config, grid),
