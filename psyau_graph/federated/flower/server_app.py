@@ -131,8 +131,8 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         inner = make_strategy(cfg.strategy, num_nodes=cfg.clients, mu=cfg.mu, theta=cfg.theta,
                               min_clients=cfg.quorum)
         # one line per round when stderr is not a terminal (batch jobs), as the in-process engine
-        inner.progress = LineProgress(cfg.rounds, f"federate {cfg.strategy} (flower) split {extras['repeat']}",
-                                      "round", every_pct=0)
+        desc = f"federate {cfg.strategy} (flower) split {extras['repeat']}"
+        inner.progress = LineProgress(cfg.rounds, desc, "round", every_pct=0)
         strategy = inner
         if cfg.dp_noise_multiplier > 0:
             strategy = wrap_dp(inner, noise_multiplier=cfg.dp_noise_multiplier,
@@ -153,6 +153,7 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
                 arrays = ArrayRecord(state["global"])
                 first, run_tag = int(state["round"]) + 1, str(state["run_tag"])
                 wall_before = float(state["wall_time"])
+                inner.progress = LineProgress(cfg.rounds, desc, "round", every_pct=0, initial=first - 1)
                 if first <= cfg.rounds:  # Flower node ids are new: learn who is which lab
                     inner.bind_nodes(ask_client_indices(grid, cfg.clients, extras["timeout"]))
                 log.info("resuming split %d after round %d of %d", extras["repeat"], first - 1, cfg.rounds)
