@@ -59,7 +59,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "update norm; 0 = off (default; in-process engine)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from the per-round server checkpoint in --out "
-                        "(same arguments; in-process engine)")
+                        "(same arguments; every engine: OUT/STRATEGY/federation_state.pt in-process, "
+                        "OUT/STRATEGY/repeatR/federation_state.pt on simulation and deployment, where "
+                        "the clients restore their local state from their own state folders); "
+                        "finished splits are read back, not run again")
     p.add_argument("--share-bn-stats", action="store_true",
                    help="also share BatchNorm running statistics (default: kept local, FedBN)")
     p.add_argument("--dp-noise-multiplier", type=float, default=0.0,
@@ -173,8 +176,13 @@ def run(args) -> int:
         task_spec["model_config"]["num_classes"] = probe.num_classes
 
     task = make_task(task_spec)
-    if args.resume and args.engine != "inprocess":
-        raise ValueError(f"--resume continues in-process runs only, not --engine {args.engine}")
+    if args.resume:
+        flower = [s for s in configs if s != "local" and s not in INPROCESS_ONLY and args.engine != "inprocess"]
+        nothing = [s for s in flower if _split_status(out / s / "repeat0") == "fresh"]
+        if nothing:
+            print(f"psyau federate: error: --resume: nothing to resume in {out / nothing[0] / 'repeat0'} "
+                  "(no federation_state.pt or metrics.json)", file=sys.stderr)
+            return 2
     try:
         return _run_strategies(args, configs, task, task_spec, common, out, deploy_security)
     except RoundFailed as exc:  # below the quorum: one line (a programming error keeps its traceback)
@@ -221,6 +229,28 @@ def _deployment_security(args) -> dict:
     return kw
 
 
+def _split_status(folder) -> str:
+    """``"done"`` (metrics.json written), ``"resume"`` (a server checkpoint) or ``"fresh"``."""
+    if (folder / "metrics.json").is_file():
+        return "done"
+    if (folder / "federation_state.pt").is_file():
+        return "resume"
+    return "fresh"
+
+
+def _flower_split(args, cfg, folder, r: int, start) -> dict:
+    """One split on a Flower engine; with --resume a finished split is read back from its
+    metrics.json (same configuration required) and an interrupted one continues."""
+    status = _split_status(folder) if args.resume else "fresh"
+    if status == "done":
+        res = json.loads((folder / "metrics.json").read_text())
+        if res.get("config") != cfg.to_dict():
+            raise ValueError(f"cannot resume: {folder / 'metrics.json'} was written with another "
+                             "configuration")
+        return res
+    return start(resume=status == "resume")
+
+
 def _run_strategies(args, configs, task, task_spec, common, out, deploy_security=None) -> int:
     from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
     from psyau_graph.federated.run import FederatedRun, write_outputs
@@ -242,8 +272,13 @@ def _run_strategies(args, configs, task, task_spec, common, out, deploy_security
             from psyau_graph.federated.flower.simulation import run_simulation
             recs = []
             for r in range(cfg.repeats):
-                res = run_simulation(args.data, cfg, task_spec, None, repeat=r)
-                res.pop("strategy_object", None)
+                folder = out / s / f"repeat{r}"
+
+                def start(resume, folder=folder, r=r, cfg=cfg):
+                    res = run_simulation(args.data, cfg, task_spec, folder, repeat=r, resume=resume)
+                    res.pop("strategy_object", None)
+                    return res
+                res = _flower_split(args, cfg, folder, r, start)
                 for rec in res["records"]:
                     rec["repeat"] = r
                 recs += res["records"]
@@ -257,7 +292,9 @@ def _run_strategies(args, configs, task, task_spec, common, out, deploy_security
                                  warm=args.warm_clientapps, **(deploy_security or {})) as dep:
                 security[s] = dep.security()
                 for r in range(cfg.repeats):
-                    res = dep.run(cfg, task_spec, out / s / f"repeat{r}", repeat=r)
+                    folder = out / s / f"repeat{r}"
+                    res = _flower_split(args, cfg, folder, r, lambda resume, folder=folder, r=r, cfg=cfg:
+                                        dep.run(cfg, task_spec, folder, repeat=r, resume=resume))
                     for rec in res["records"]:
                         rec["repeat"] = r
                     recs += res["records"]

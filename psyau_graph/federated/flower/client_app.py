@@ -12,6 +12,18 @@ What persists on the client between rounds lives in ``Context.state``: the full 
 model state (``"local-state"``, an ``ArrayRecord`` — this is where the BatchNorm
 statistics kept local under FedBN, and any non-shared tensor, survive between rounds).
 
+``Context.state`` lasts one Flower run only, and a resumed server is a new run. So, when
+a state folder is configured (deployment: the node config ``state-dir``, on the lab's
+own disk; simulation: the run config ``client-state``), the client also writes its
+full local state after every train message it handles, atomically, to
+``DIR/<run-tag>/client<i>_round<r>.pt`` (``run-tag`` comes from the server and names one
+federation; ``i`` is the client index). It keeps the two newest rounds, since a server
+killed during round ``r`` resumes at ``r`` while this client may already have trained
+it. A resumed server sends ``resumed-from = k``; a client with no in-memory state then
+restores its newest file of a round ≤ ``r - 1`` and stops with an error naming the
+folder if there is none (starting over from the initial model would silently change
+the results). A fresh run (``resumed-from = 0``) never reads these files.
+
 What crosses the wire in a reply: an ``ArrayRecord`` of the shared tensors (train) and a
 ``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``); or,
 when local training raised a declared failure (:data:`~psyau_graph.federated.client.DECLARED_FAILURES`),
@@ -20,7 +32,9 @@ a ``ConfigRecord`` ``"failure"`` with the reason.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
+from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -62,10 +76,58 @@ def _setup(context: Context, spec: dict | None):
     return cfg, task, data, client, extras
 
 
-def _local_state(context: Context, task, cfg, extras) -> dict:
+def _state_dir(context: Context, extras, config) -> Path | None:
+    """``DIR/<run-tag>`` where this client keeps its local-state files, or ``None``."""
+    base = str(context.node_config.get("state-dir", "") or "") or extras["client-state"]
+    tag = str(config.get("run-tag", "") or "")
+    if not base or not tag:
+        return None
+    if not re.fullmatch(r"[0-9a-f]{8,64}", tag):
+        raise ValueError(f"run-tag {tag!r} from the server is not a hex token")
+    return Path(base) / tag
+
+
+def _saved_rounds(folder: Path, client: int) -> dict[int, Path]:
+    pat = re.compile(rf"client{int(client)}_round(\d+)\.pt")
+    return {int(m.group(1)): p for p in folder.glob(f"client{int(client)}_round*.pt")
+            if (m := pat.fullmatch(p.name))} if folder.is_dir() else {}
+
+
+def _local_state(context: Context, task, cfg, extras, client: int, config, upto: int) -> dict:
+    """The client's full local state for a message of round ``upto + 1`` (train) or
+    ``upto`` (evaluate): in memory during a run; after a server restart
+    (``resumed-from`` > 0) from the newest saved round ≤ ``upto``; else the common
+    initial model."""
     if "local-state" in context.state:
         return context.state["local-state"].to_torch_state_dict()
+    if int(config.get("resumed-from", 0) or 0) > 0 and upto >= 1:
+        folder = _state_dir(context, extras, config)
+        if folder is None:
+            raise RuntimeError(f"client {client}: the server resumed the federation but this client has "
+                               "no state folder (node config 'state-dir' or run config 'client-state'); "
+                               "its local state cannot be restored")
+        saved = {r: p for r, p in _saved_rounds(folder, client).items() if r <= upto}
+        if not saved:
+            raise RuntimeError(f"client {client}: no saved local state of a round <= {upto} in {folder}; "
+                               "it cannot continue the resumed federation")
+        from ...train.checkpoint import safe_torch_load
+        rnd = max(saved)
+        state = safe_torch_load(saved[rnd], "client local state")
+        log.info("client %d: restored its local state after round %d from %s", client, rnd, saved[rnd])
+        return dict(state)
     return initial_state(task, cfg.seed + extras["repeat"])
+
+
+def _save_local(context: Context, extras, config, client: int, rnd: int, state: dict) -> None:
+    """Atomic ``client<i>_round<r>.pt``; files older than round ``r - 1`` are removed."""
+    folder = _state_dir(context, extras, config)
+    if folder is None:
+        return
+    from ...train.checkpoint import atomic_torch_save
+    atomic_torch_save(state, folder / f"client{int(client)}_round{int(rnd)}.pt")
+    for r, p in _saved_rounds(folder, client).items():
+        if r < rnd - 1:
+            p.unlink(missing_ok=True)
 
 
 def build_client_app(spec: dict | None = None) -> ClientApp:
@@ -79,8 +141,9 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
         rnd = int(msg.content["config"]["server-round"])
         if "proximal-mu" in msg.content["config"]:  # sent by Flower's FedProx (and PFedProx)
             cfg = replace(cfg, mu=float(msg.content["config"]["proximal-mu"]))
+        conf = msg.content["config"]
         shared_in = msg.content["arrays"].to_torch_state_dict()
-        full = _local_state(context, task, cfg, extras)
+        full = _local_state(context, task, cfg, extras, client, conf, rnd - 1)
         try:
             new_state, shared_out, m = local_train(task, full, shared_in, data, cfg, client=client,
                                                    rnd=rnd, repeat=extras["repeat"])
@@ -89,10 +152,13 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
             # it and goes on if the quorum is met); any other exception becomes Flower's
             # error reply, which the server treats as a programming error (run stops)
             log.warning("round %d: client %d failed during local training: %r", rnd, client, exc)
+            context.state["local-state"] = ArrayRecord(full)  # unchanged: what round rnd + 1 starts from
+            _save_local(context, extras, conf, client, rnd, full)
             return Message(RecordDict({"failure": ConfigRecord({"reason": repr(exc),
                                                                 "client-index": int(client)})}),
                            reply_to=msg)
         context.state["local-state"] = ArrayRecord(new_state)
+        _save_local(context, extras, conf, client, rnd, new_state)
         metrics = MetricRecord({"num-examples": int(m["n_train"]),
                                 "train_loss": float(m["train_loss"]),
                                 "client-index": int(client),
@@ -103,8 +169,10 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         cfg, task, data, client, extras = _setup(context, spec)
+        conf = msg.content["config"]
         shared_in = msg.content["arrays"].to_torch_state_dict()
-        full = _local_state(context, task, cfg, extras)
+        full = _local_state(context, task, cfg, extras, client, conf,
+                            int(conf.get("server-round", 0) or 0))
         if cfg.strategy == "p-fedprox" and cfg.pfedprox_eval == "local":
             shared_in = None  # score the locally trained model Ŵ_i, as the in-process engine
         ev = local_evaluate(task, full, shared_in, data, cfg)
@@ -114,6 +182,12 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
             if k in ev:
                 metrics[k] = float(ev[k])
         return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        """A resumed server asks which lab this node is: its client index (``partition-id``)."""
+        return Message(RecordDict({"metrics": MetricRecord(
+            {"client-index": int(context.node_config.get("partition-id", 0))})}), reply_to=msg)
 
     return app
 

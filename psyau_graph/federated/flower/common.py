@@ -20,11 +20,16 @@ key                     meaning
 ``data``                simulation only: the cache every virtual node partitions
 ``out``                 server side: folder for metrics.json/csv and plots
 ``timeout``             seconds the server waits for replies per round
+``resume``              server: continue from ``out/federation_state.pt``
+``client-state``        simulation: folder where clients keep their local state
+                        (deployment: each node's own ``state-dir`` node config)
 ``dp-noise-multiplier`` σ of client-level DP (0 = off); ``dp-clipping-norm``, ``dp-delta``
 ======================  ==============================================
 
 Node config (per SuperNode): ``data-path`` (the node's own cache, deployment),
-``partition-id`` / ``num-partitions`` (set by the simulation runtime).
+``partition-id`` (the lab's stable client index) / ``num-partitions`` (set by the
+simulation runtime), ``state-dir`` (deployment: the lab's folder for its local-state
+files, needed to resume).
 """
 from __future__ import annotations
 
@@ -40,18 +45,29 @@ _CFG_KEYS = {f.name: f.name.replace("_", "-") for f in fields(FederatedConfig)
 
 
 def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out: str = "",
-                  repeat: int = 0, timeout: float = 600.0) -> dict:
+                  repeat: int = 0, timeout: float = 600.0, resume: bool = False,
+                  client_state: str = "") -> dict:
     """Flat Flower run config for ``cfg`` (values are str/int/float/bool only)."""
     rc = {key: getattr(cfg, name) for name, key in _CFG_KEYS.items()}
     rc.update({"task": json.dumps(task_spec), "data": str(data), "out": str(out),
-               "repeat": int(repeat), "timeout": float(timeout),
+               "repeat": int(repeat), "timeout": float(timeout), "resume": bool(resume),
+               "client-state": str(client_state),
                "exclude-prefixes": ",".join(cfg.exclude_prefixes),
                "min-clients": "all" if cfg.min_clients is None else str(cfg.min_clients)})
     return rc
 
 
+def _bool(v) -> bool:
+    if isinstance(v, str):
+        if v.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"run config: expected true/false, got {v!r}")
+        return v.lower() in ("true", "1")
+    return bool(v)
+
+
 def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
-    """``(config, task_spec, extras)`` from a run config; ``extras`` has data/out/repeat/timeout."""
+    """``(config, task_spec, extras)`` from a run config; ``extras`` has data/out/repeat/timeout,
+    resume and client-state."""
     kw = {}
     for name, key in _CFG_KEYS.items():
         if key in rc:
@@ -72,5 +88,7 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
     cfg = FederatedConfig(**kw)
     task_spec = json.loads(str(rc.get("task", '{"name": "fedpsyau"}')))
     extras = {"data": str(rc.get("data", "")), "out": str(rc.get("out", "")),
-              "repeat": int(rc.get("repeat", 0)), "timeout": float(rc.get("timeout", 600.0))}
+              "repeat": int(rc.get("repeat", 0)), "timeout": float(rc.get("timeout", 600.0)),
+              "resume": _bool(rc.get("resume", False)),
+              "client-state": str(rc.get("client-state", "") or "")}
     return cfg, task_spec, extras

@@ -244,7 +244,8 @@ class LocalDeployment:
                          n.startswith(f"supernode{i}.restart"))
             name = f"supernode{i}" if starts == 0 else f"supernode{i}.restart{starts}"
         nport = free_port()
-        node_cfg = f"data-path={json.dumps(path)} partition-id={i} num-partitions={len(self.node_data)}"
+        node_cfg = (f"data-path={json.dumps(path)} partition-id={i} num-partitions={len(self.node_data)} "
+                    f"state-dir={json.dumps(str(self.node_state_dir(i)))}")
         isolation = ["--isolation", "process"] if self.warm else []
         auth = []
         if private_key is None and self.node_auth and i < len(self.node_keys):
@@ -420,17 +421,46 @@ class LocalDeployment:
             raise RuntimeError(f"SuperNode {i} is still running")
         return self.start_node(i)
 
+    # -------------------------------------------------------------- resume
+    def node_state_dir(self, i: int) -> Path:
+        """Node ``i``'s folder for its local-state files (node config ``state-dir``): inside
+        ``work_dir``, so a deployment restarted on the same ``work_dir`` finds them."""
+        return (self.work / "node_state" / f"node{int(i)}").resolve()
+
+    @staticmethod
+    def _raise_server_error(out: Path) -> None:
+        """Re-raise the error a ServerApp recorded in ``out/run_error.json``, if any."""
+        from ..run import RoundFailed
+        from .server_app import ERROR_FILE
+        from .checkpoint import ResumeError
+        from .strategy import ClientCrashed
+        path = out / ERROR_FILE
+        if not path.exists():
+            return
+        err = json.loads(path.read_text())
+        kinds = {"RoundFailed": RoundFailed, "ClientCrashed": ClientCrashed, "ResumeError": ResumeError}
+        raise kinds.get(err["type"], RuntimeError)(err["message"])
+
     # -------------------------------------------------------------- run
     def run(self, config: FederatedConfig, task_spec: dict, out_dir: str | Path, *,
-            timeout: float = 900.0, repeat: int = 0) -> dict:
-        """``flwr run`` the app with ``config``; wait (bounded) for the server's ``metrics.json``."""
+            timeout: float = 900.0, repeat: int = 0, resume: bool = False) -> dict:
+        """``flwr run`` the app with ``config``; wait (bounded) for the server's ``metrics.json``.
+
+        The server writes ``out_dir/federation_state.pt`` after every round; ``resume=True``
+        continues from it (a new ``flwr run``; the SuperNodes restore their local state
+        from :meth:`node_state_dir`). A run the server stopped (quorum missed, a ClientApp
+        raised) raises the server's :class:`~psyau_graph.federated.run.RoundFailed` or
+        :class:`~.strategy.ClientCrashed` with its one-line message."""
         out = Path(out_dir).resolve()
-        rc = to_run_config(config, task_spec, out=str(out), repeat=repeat, timeout=timeout)
+        rc = to_run_config(config, task_spec, out=str(out), repeat=repeat, timeout=timeout,
+                           resume=resume)
         rc_file = self.work / "run_config.toml"
         rc_file.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in rc.items()) + "\n")
         metrics = out / "metrics.json"
         if metrics.exists():
             metrics.unlink()
+        from .server_app import ERROR_FILE
+        (out / ERROR_FILE).unlink(missing_ok=True)
         cmd = [_bin("flwr"), "run", str(APP_DIR), "lab", "--run-config", str(rc_file), "--stream"]
         t0 = time.perf_counter()
         runner = self._spawn("flwr-run", cmd)
@@ -440,9 +470,11 @@ class LocalDeployment:
                 self._remember_tree()
                 if metrics.exists():
                     break
+                self._raise_server_error(out)
                 if runner.poll() is not None and not metrics.exists():
                     # the stream may end a moment before the server writes its results
                     time.sleep(1.0)
+                    self._raise_server_error(out)
                     if not metrics.exists():
                         raise RuntimeError(f"flwr run ended (code {runner.returncode}) without "
                                            f"results:\n{self.log('flwr-run')[-3000:]}\n"

@@ -31,7 +31,8 @@ def offline_env(work_dir: str | Path) -> dict:
 
 def run_simulation(data: str | Path, config: FederatedConfig, task_spec: dict | None = None,
                    out_dir: str | Path | None = None, *, repeat: int = 0, num_cpus: int | None = None,
-                   work_dir: str | Path | None = None, verbose: bool = False) -> dict:
+                   work_dir: str | Path | None = None, verbose: bool = False,
+                   resume: bool = False) -> dict:
     """Run one strategy with ``config.clients`` virtual SuperNodes.
 
     Args:
@@ -43,6 +44,9 @@ def run_simulation(data: str | Path, config: FederatedConfig, task_spec: dict | 
         num_cpus: CPUs Ray may use (default: all); each ClientApp takes 1.
         work_dir: folder for ``FLWR_HOME``/``RAY_TMPDIR`` (default: a temp dir).
         verbose: Flower debug logging (default: ``False``).
+        resume: continue from ``out_dir/federation_state.pt`` (default: ``False``). With
+            ``out_dir`` the server writes that checkpoint after every round and the
+            virtual clients keep their local state in ``out_dir/client_state``.
 
     Returns:
         the server's result dict (records, summary, failures, rejected, wall_time) plus
@@ -53,7 +57,11 @@ def run_simulation(data: str | Path, config: FederatedConfig, task_spec: dict | 
     from .server_app import check_flower_supported
     check_flower_supported(config)
     task_spec = task_spec or {"name": "fedpsyau"}
-    rc = to_run_config(config, task_spec, data=str(data), out=str(out_dir or ""), repeat=repeat)
+    if resume and out_dir is None:
+        raise ValueError("resume needs the output folder of the interrupted run")
+    client_state = str(Path(out_dir) / "client_state") if out_dir is not None else ""
+    rc = to_run_config(config, task_spec, data=str(data), out=str(out_dir or ""), repeat=repeat,
+                       resume=resume, client_state=client_state)
     own_tmp = None
     if work_dir is None:
         own_tmp = tempfile.TemporaryDirectory(prefix="psyau-flwr-")

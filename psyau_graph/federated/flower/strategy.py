@@ -6,7 +6,9 @@ Where state lives:
 * server side, in the strategy object (one per run): the reference key set/shapes of
   the shared model, per-client records, and for P-FedProx the last accepted model
   :math:`\\hat W_j` and sample count :math:`n_j` of every node, **keyed by Flower node
-  id** (``self.hat``, ``self.n``);
+  id** (``self.hat``, ``self.n``) while the run lasts; :meth:`_Tracked.state_dict` (the
+  server checkpoint, :mod:`.checkpoint`) re-keys them by the lab's stable client index,
+  since Flower node ids change when a SuperNode or the simulation restarts;
 * client side, in ``Context.state``: the full local model (BatchNorm statistics under
   FedBN), see :mod:`.client_app`.
 
@@ -155,6 +157,28 @@ class _Tracked:
             ok.append(msg)
         return ok
 
+    # checkpoint ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What the server checkpoint keeps of this strategy after a completed round:
+        records, failures, rejections and round times so far (plain values)."""
+        return {"strategy": self.strategy_name, "records": list(self.records),
+                "failures": list(self.failures), "rejected": list(self.rejected),
+                "round_times": {int(k): float(v) for k, v in self.round_times.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (a resumed ServerApp, before its first round)."""
+        if state.get("strategy") != self.strategy_name:
+            raise ValueError(f"strategy state of {state.get('strategy')!r}, this run is {self.strategy_name!r}")
+        self.records = list(state["records"])
+        self.failures = list(state["failures"])
+        self.rejected = list(state["rejected"])
+        self.round_times = {int(k): float(v) for k, v in state["round_times"].items()}
+
+    def bind_nodes(self, node_client: dict[int, int]) -> None:
+        """Tell the strategy which Flower node serves which client index (a resumed run
+        asks every node once, before its first round)."""
+        self.node_client.update({int(n): int(c) for n, c in node_client.items()})
+
     # Flower hooks -----------------------------------------------------------
     def configure_train(self, server_round, arrays, config, grid):
         self.round_start[server_round] = time.perf_counter()
@@ -219,6 +243,42 @@ class PFedProx(TrackedFedProx):
         self.theta = float(theta)
         self.hat: dict[int, dict] = {}
         self.n: dict[int, int] = {}
+
+    def state_dict(self) -> dict:
+        """:meth:`_Tracked.state_dict` plus every node's last model :math:`\\hat W_j` and
+        sample count :math:`n_j`, keyed by the client index the node reported (stable
+        across restarts; Flower node ids are not)."""
+        out = super().state_dict()
+        cid = {j: int(self.node_client.get(j, j)) for j in self.hat}
+        if len(set(cid.values())) != len(cid):
+            raise RuntimeError(f"two nodes reported the same client index: {cid}")
+        out.update(theta=self.theta, hat={cid[j]: dict(self.hat[j]) for j in self.hat},
+                   n={cid[j]: int(self.n[j]) for j in self.hat})
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if float(state["theta"]) != self.theta:
+            raise ValueError(f"checkpoint has theta {state['theta']}, this run {self.theta}")
+        # held by client index until bind_nodes learns which node serves which client
+        self._pending = {int(c): (dict(state["hat"][c]), int(state["n"][c])) for c in state["hat"]}
+        self.hat, self.n = {}, {}
+
+    def bind_nodes(self, node_client: dict[int, int]) -> None:
+        """Re-key the restored :math:`\\hat W_j`, :math:`n_j` by this run's node ids, in
+        the canonical (client-index) order :meth:`aggregate_train` keeps."""
+        super().bind_nodes(node_client)
+        pending = getattr(self, "_pending", {})
+        by_client = {int(c): int(n) for n, c in node_client.items()}
+        missing = sorted(set(pending) - set(by_client))
+        if missing:
+            from .checkpoint import ResumeError
+            raise ResumeError(f"cannot resume: no node reports client index {missing} "
+                               f"(nodes report {sorted(by_client)})")
+        for c in sorted(pending):
+            node = by_client[c]
+            self.hat[node], self.n[node] = pending[c]
+        self._pending = {}
 
     def summary(self) -> None:
         log.info("P-FedProx: theta=%s", self.theta)
