@@ -94,7 +94,13 @@ def resolve_au_mode(mode: str | None) -> tuple[dict, str]:
     if modes is not None and mode not in modes:
         raise BenchError(f"--au-mode {mode!r}: unknown AU mode; this generator offers "
                          f"{', '.join(map(repr, modes))}")
-    return ({"au_mode": mode} if has_field else {}), mode
+    if not has_field:
+        return {}, mode
+    try:  # modes not listed by the module: let the generator's own check speak, before any work
+        synth.SynthConfig(au_mode=mode).validate()
+    except (TypeError, ValueError) as exc:
+        raise BenchError(f"--au-mode {mode!r}: rejected by the generator: {exc}") from None
+    return {"au_mode": mode}, mode
 
 
 def build_dataset(work: Path, *, subjects: int, clips: int, seed: int, flow: str, workers: int,

@@ -65,6 +65,30 @@ def test_au_mode_of_current_generator(bench):
         bench.resolve_au_mode("no-such-mode")
 
 
+def test_au_mode_passed_when_the_generator_has_modes(bench, monkeypatch):
+    import dataclasses
+
+    from psyau_graph.data import synth
+
+    @dataclasses.dataclass
+    class WithModes(synth.SynthConfig):
+        au_mode: str = "prototype"
+
+        def validate(self):
+            if self.au_mode not in ("prototype", "real"):
+                raise ValueError(f"au_mode={self.au_mode!r}: expected 'prototype' or 'real'")
+
+    monkeypatch.setattr(synth, "SynthConfig", WithModes)
+    assert bench.synth_au_modes() == (None, "prototype")  # no AU_MODES: the generator checks
+    assert bench.resolve_au_mode("real") == ({"au_mode": "real"}, "real")
+    with pytest.raises(bench.BenchError, match="rejected by the generator: au_mode='x'"):
+        bench.resolve_au_mode("x")
+    monkeypatch.setattr(synth, "AU_MODES", ("prototype", "real"), raising=False)
+    assert bench.synth_au_modes() == (("prototype", "real"), "prototype")
+    with pytest.raises(bench.BenchError, match="offers 'prototype', 'real'"):
+        bench.resolve_au_mode("x")
+
+
 @pytest.mark.parametrize("argv, msg", [
     (["--au-mode", "no-such-mode"], "--au-mode 'no-such-mode': unknown AU mode"),
     (["--strategies", "fedavg,bogus"], "--strategies 'fedavg,bogus': unknown ['bogus']"),
