@@ -24,8 +24,8 @@ over splits, and the paired differences P-FedProx − each other strategy; the p
 bar plot (``--plot``, via :func:`psyau_graph.federated.plots.plot_clients`, redrawn after
 every split).
 
-Budget: the defaults (4 clients × 4 subjects × 6 clips, 3 rounds × 2 local epochs, 10
-splits) were fixed in advance to finish within 35 min on a shared 2-core machine; the
+Budget: the defaults (4 clients × 4 subjects × 6 clips, 3 rounds × 2 local epochs, batch 4,
+10 splits) were fixed in advance to finish within 35 min on a shared 2-core machine; the
 numbers are what comes out, not tuned toward an ordering.
 
 Run:  python benchmarks/federated_comparison.py [--rounds 3] [--local-epochs 2] [--splits 10]
@@ -203,30 +203,38 @@ def paired_differences(records: list[dict], strategies: list[str], clients: int,
                        tol: float = 1e-9) -> dict:
     """P-FedProx − every other strategy, paired by split (client-mean UF1 and UAR).
 
-    For each other strategy and metric: the mean and sd (ddof = 1) over splits of
+    Only the splits where every strategy has a complete final round enter (``splits_used``),
+    so every comparison and the choice of the best other strategy use the same splits.
+    For each other strategy and metric: the mean and sd (ddof = 1) over those splits of
     ``d_k = m_focus(k) − m_other(k)``, the number of splits, and a sign count (focus
     better / equal (|d| ≤ ``tol``) / worse). ``best_other`` is the other strategy with the
-    highest mean client-mean score (per metric), chosen after the runs.
+    highest mean client-mean score over those splits (per metric), chosen after the runs
+    (a choice that favours the other strategy).
     """
     if focus not in strategies:
         return {}
-    out: dict = {"focus": focus, "vs": {}, "best_other": {}}
+    means_by = {m: {s: split_client_means(records, s, clients, m) for s in strategies} for m in ("uf1", "uar")}
+    common = None
+    for m in means_by:
+        for v in means_by[m].values():
+            common = set(v) if common is None else common & set(v)
+    ks = sorted(common or ())
+    out: dict = {"focus": focus, "splits_used": ks, "vs": {}, "best_other": {}}
     for m in ("uf1", "uar"):
-        f = split_client_means(records, focus, clients, m)
+        f = means_by[m][focus]
         means = {}
         for s in strategies:
             if s == focus:
                 continue
-            o = split_client_means(records, s, clients, m)
-            ks = sorted(set(f) & set(o))
+            o = means_by[m][s]
             d = [f[k] - o[k] for k in ks]
             mean, sd, n = _ms(d)
             out["vs"].setdefault(s, {})[m] = {
                 "mean_diff": mean, "sd_diff": sd, "splits": n,
                 "better": sum(x > tol for x in d), "equal": sum(abs(x) <= tol for x in d),
                 "worse": sum(x < -tol for x in d), "per_split": d}
-            if o:
-                means[s] = statistics.fmean(o.values())
+            if ks:
+                means[s] = statistics.fmean(o[k] for k in ks)
         if means:
             best = max(means, key=means.get)
             out["best_other"][m] = {"strategy": best, **out["vs"][best][m]}
@@ -285,7 +293,8 @@ def markdown_tables(result: dict) -> str:
         lines.append("")
     pd_ = result.get("paired", {})
     if pd_:
-        lines += [f"Paired differences {pd_['focus']} − other (client-mean score, per split)", "",
+        lines += [f"Paired differences {pd_['focus']} − other (client-mean score, per split; "
+                  f"{len(pd_['splits_used'])} splits)", "",
                   "| other | ΔUF1 mean ± sd | better/equal/worse | ΔUAR mean ± sd | better/equal/worse |",
                   "|---|---|---|---|---|"]
         for s, v in pd_["vs"].items():
@@ -318,7 +327,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0,
                    help="partition seed; split k uses seed + k (default: 0)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3, as the demo)")
-    p.add_argument("--batch-size", type=int, default=16, help="local batch size (default: 16)")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="local batch size (default: 4: 4 steps per epoch on a client's 17 training clips)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--work", default=None, help="folder for frames and cache (default: a temporary folder)")
     p.add_argument("--resume", action="store_true",
@@ -416,7 +426,8 @@ def run(args) -> dict:
     done = {(r["split"], r["strategy"]) for r in runs}
 
     def result(complete: bool) -> dict:
-        finished = sorted({r["split"] for r in runs})
+        finished = sorted(k for k in {r["split"] for r in runs}
+                          if {r["strategy"] for r in runs if r["split"] == k} >= set(args.strategy_list))
         return {"schema": SCHEMA, "benchmark": BENCHMARK,
                 "question": "per-client UF1/UAR of local / FedAvg / FedProx / P-FedProx / FedRep / FedAS / "
                             "ELLP on K clients with equal subject counts, over random 70/30 splits",

@@ -37,7 +37,10 @@ def test_paired_differences_by_hand(bench):
     # a failed final-round client makes its split incomplete: left out of the split means
     recs.append(_rec("local", 3, 0, 0.9))
     recs.append(_rec("local", 3, 1, 0.9, status="failed"))
+    # a split that only one strategy finished is left out of every comparison
+    recs += [_rec("fedavg", 4, 0, 1.0), _rec("fedavg", 4, 1, 1.0)]
     out = bench.paired_differences(recs, ["local", "fedavg", "p-fedprox"], clients=2)
+    assert out["splits_used"] == [0, 1, 2]
     d = out["vs"]["fedavg"]["uf1"]
     assert d["per_split"] == pytest.approx([0.1, 0.0, -0.1])
     assert d["mean_diff"] == pytest.approx(0.0)
@@ -54,6 +57,7 @@ def test_paired_differences_by_hand(bench):
                                                     + (0.3 - 13 / 30) ** 2) / 2))
     assert summ["p-fedprox"]["mean"]["uf1"] == pytest.approx(0.5)
     assert summ["local"]["mean"]["splits"] == 3  # split 3 has a failed client
+    assert summ["fedavg"]["mean"]["splits"] == 4
 
 
 def test_au_mode_of_current_generator(bench):
@@ -126,6 +130,7 @@ def test_runs_end_to_end_and_writes_schema_and_plot(bench, tmp_path, capsys):
             assert row["splits"] == 2 and 0.0 <= row["uf1"] <= 1.0 and row["uf1_sd"] >= 0.0
     paired = res["paired"]
     assert paired["focus"] == "p-fedprox" and set(paired["vs"]) == {"local", "fedavg"}
+    assert paired["splits_used"] == [0, 1]
     assert paired["vs"]["fedavg"]["uf1"]["splits"] == 2
     assert set(res["majority_peer"]) == {"0", "1"}
     png = out.with_suffix(".png")
