@@ -412,6 +412,7 @@ def run(args) -> dict:
     out = Path(args.out)
     records: list[dict] = []
     runs: list[dict] = []
+    sessions: list[dict] = []  # earlier (interrupted) processes of a resumed run
     if args.resume and out.is_file():
         old = json.loads(out.read_text())
         if old.get("schema") != SCHEMA or old.get("config", {}).get("federated_config_split0") != \
@@ -422,6 +423,8 @@ def run(args) -> dict:
         runs = [r for r in old.get("runs", []) if r["split"] < args.splits and r["strategy"] in args.strategy_list]
         keep = {(r["split"], r["strategy"]) for r in runs}
         records = [r for r in old.get("records", []) if (r["repeat"], r["strategy"]) in keep]
+        sessions = old.get("sessions", []) + [{"total_time_s": old.get("total_time_s"), "runs": len(old.get("runs", [])),
+                                               "complete": old.get("complete"), "machine": old.get("machine")}]
         print(f"resume: {len(runs)} finished runs kept from {out}", flush=True)
     done = {(r["split"], r["strategy"]) for r in runs}
 
@@ -440,7 +443,7 @@ def run(args) -> dict:
                                                args.clients) if finished else {},
                 "runs": runs, "records": records,
                 "machine": machine_info(start_load),
-                "total_time_s": time.perf_counter() - t_all}
+                "total_time_s": time.perf_counter() - t_all, "sessions": sessions}
 
     for k in range(args.splits):
         for s in args.strategy_list:

@@ -140,4 +140,5 @@ def test_runs_end_to_end_and_writes_schema_and_plot(bench, tmp_path, capsys):
     assert bench.main(argv + ["--resume"]) == 0
     again = json.loads(out.read_text())
     assert again["runs"] == res["runs"]
+    assert again["sessions"][0]["runs"] == 6 and again["sessions"][0]["total_time_s"] == res["total_time_s"]
     assert "6 finished runs kept" in capsys.readouterr().out
