@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import statistics
@@ -423,7 +422,8 @@ def run(args) -> dict:
         runs = [r for r in old.get("runs", []) if r["split"] < args.splits and r["strategy"] in args.strategy_list]
         keep = {(r["split"], r["strategy"]) for r in runs}
         records = [r for r in old.get("records", []) if (r["repeat"], r["strategy"]) in keep]
-        sessions = old.get("sessions", []) + [{"total_time_s": old.get("total_time_s"), "runs": len(old.get("runs", [])),
+        sessions = old.get("sessions", []) + [{"total_time_s": old.get("total_time_s"),
+                                               "runs": len(old.get("runs", [])),
                                                "complete": old.get("complete"), "machine": old.get("machine")}]
         print(f"resume: {len(runs)} finished runs kept from {out}", flush=True)
     done = {(r["split"], r["strategy"]) for r in runs}
