@@ -63,10 +63,10 @@ EXTRA_COLUMNS = ("objective_class", "subset", "fps", "emotion_id")
 
 #: one summary text per report kind (the action is part of it).
 REPORT_KINDS: dict[str, str] = {
-    "aus_uncoded": "AU cell '?' (kept, no AUs)",
+    "aus_uncoded": "AU cell '?' (kept; AUs it does not list are unknown)",
     "descriptors": "FACS descriptors / misc codes in the AU cell (kept, in 'descriptors')",
     "aus_partial": "AU cell partly unreadable (kept the AUs read)",
-    "aus_missing": "no AU code (kept, no AUs)",
+    "aus_missing": "no AU code (kept; AU labels unknown)",
     "offset_missing": "offset not recorded (0, '/', '-' or blank): offset NA (kept)",
     "offset_before_apex": "offset before apex: offset NA (kept)",
     "onset_eq_apex": "onset == apex (kept)",
@@ -588,7 +588,7 @@ def _parse_aus(cell, has_column: bool, fmt: SheetFormat, notes) -> tuple[frozens
     """
     if _blank(cell):
         if fmt.aus_required or has_column:
-            notes.append(("aus_missing", "AU cell blank: no AUs"))
+            notes.append(("aus_missing", "AU cell blank: AU labels unknown"))
         return frozenset(), (), False, "none"
     code = _cell_str(cell)
     codes = parse_facs(code, errors="report")
@@ -622,7 +622,8 @@ def _dedupe(df: pd.DataFrame, report: list[dict]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the report
 def report_summary(report, *, first: int = 5) -> list[str]:
-    """One line per kind of oddity: ``"3 rows: AU cell '?' (kept, no AUs): rows 42, 45, 50"``.
+    """One line per kind of oddity, e.g.
+    ``"3 rows: AU cell '?' (kept; AUs it does not list are unknown): rows 42, 45, 50"``.
 
     Args:
         report: ``df.attrs["report"]`` (or a DataFrame carrying it).
