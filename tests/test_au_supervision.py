@@ -314,3 +314,20 @@ def test_cli_options(capsys):
     assert ex.value.code == 2
     assert main(["federate", "--task", "toy", "--data", "x", "--out", "y", "--au-pos-weight", "none"]) == 2
     assert "--au-pos-weight needs --task fedpsyau" in capsys.readouterr().err
+
+
+def test_protocol_reports_weights_rule_and_known_counts(tmp_path):
+    from _fakes_train import TinyConfig
+    from psyau_graph.train.protocols import run_protocol
+
+    data = _rare_au_items(60, 3, prevalence=0.2)
+    tc = TrainConfig(epochs=1, lr=1e-3, batch_size=16, warmup_epochs=0, beta_schedule=None, progress=False)
+    res = run_protocol(data, "kfold:2", TinyConfig(), tc, tmp_path, model_factory=lambda cfg: LinearAU(),
+                       plots=False)
+    _, known = dataset_au_labels(data)
+    pooled = res["pooled"]
+    assert pooled["au_labels_known"] == int(known.sum()) and pooled["au_labels"] == 60 * 12
+    assert "sigmoid(logit) >= 0.5" in pooled["au_f1_rule"]
+    for fold in res["folds"]:
+        assert len(fold["au_pos_weight"]) == 12 and min(fold["au_pos_weight"]) >= 1
+    assert res["train_config"]["au_pos_weight"] == "train"
