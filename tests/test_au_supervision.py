@@ -331,3 +331,24 @@ def test_protocol_reports_weights_rule_and_known_counts(tmp_path):
     for fold in res["folds"]:
         assert len(fold["au_pos_weight"]) == 12 and min(fold["au_pos_weight"]) >= 1
     assert res["train_config"]["au_pos_weight"] == "train"
+
+
+def test_resume_of_a_run_from_before_the_option(tmp_path):
+    data = _rare_au_items(40, 5, prevalence=0.2)
+
+    def run(mode, resume):
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=2, lr=1e-3, batch_size=16, warmup_epochs=0, beta_schedule=None, progress=False,
+                          au_pos_weight=mode)
+        return fit(LinearAU(), data, cfg, checkpoint_dir=tmp_path, resume=resume)
+
+    run("none", False)
+    ck_path = tmp_path / "last.pt"
+    from psyau_graph.train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(ck_path)
+    del ck["train_config"]["au_pos_weight"]  # as written before the option existed (plain BCE)
+    torch.save(ck, ck_path)
+    with pytest.raises(ValueError, match=r"config differs.*au_pos_weight.*'none', 'train'"):
+        run("train", True)
+    assert run("none", True).resumed_from == 2

@@ -540,7 +540,9 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
         raise ValueError("resume=True needs a checkpoint_dir")
     if resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)
-        saved = ck.get("train_config", {})
+        saved = dict(ck.get("train_config", {}))
+        if saved:
+            saved.setdefault("au_pos_weight", "none")  # written before the option: trained with plain BCE
         cur = dataclasses.asdict(config)
         diff = {k: (saved.get(k), cur[k]) for k in _RESUME_KEYS
                 if k in saved and _norm(saved.get(k)) != _norm(cur[k])}
