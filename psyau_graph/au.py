@@ -24,6 +24,7 @@ __all__ = [
     "LATERALITY_PREFIXES", "INTENSITY_LETTERS", "IGNORED_DESCRIPTORS",
     "au_index", "au_label", "region_indices", "region_aus",
     "FACSParseError", "FACSCodes", "parse_facs", "aus_to_multihot",
+    "AU_CODINGS", "check_au_coding", "au_known_mask",
 ]
 
 #: AU numbers in node order (SPEC §2).
@@ -419,3 +420,41 @@ def aus_to_multihot(aus):
         if k is not None:
             out[k] = 1.0
     return out
+
+
+#: How completely a clip's AUs were coded (``meta["aus_coding"]`` of a cache file):
+#:
+#: * ``"coded"``: the listed AUs are present and every other AU is absent;
+#: * ``"partial"``: the listed AUs are present, the others are unknown (a ``?`` cell such
+#:   as ``12+?``: the coders saw a movement they could not code; or a partly unreadable cell);
+#: * ``"none"``: no AU coding at all (SMIC, a blank or ``?`` cell, a clip imported without
+#:   an AU sheet); the listed set is empty and means nothing.
+AU_CODINGS: tuple[str, ...] = ("coded", "partial", "none")
+
+
+def check_au_coding(coding, *, what: str = "aus_coding") -> str:
+    """``coding`` if it is one of :data:`AU_CODINGS`, else a ValueError naming ``what``."""
+    if coding not in AU_CODINGS:
+        raise ValueError(f"{what}: expected one of {AU_CODINGS}, got {coding!r}")
+    return coding
+
+
+def au_known_mask(aus, coding: str = "coded"):
+    """Which of the 12 AU labels of a clip are known.
+
+    Args:
+        aus: AU numbers of the clip (as for :func:`aus_to_multihot`).
+        coding: one of :data:`AU_CODINGS` (default: ``"coded"``, every label known).
+
+    Shapes:
+        output: ``(12,)`` ``torch.float32``: 1 = known (present or absent), 0 = unknown.
+        ``"coded"`` → all ones; ``"none"`` → all zeros; ``"partial"`` → ones at the listed AUs.
+    """
+    import torch
+
+    check_au_coding(coding)
+    if coding == "coded":
+        return torch.ones(NUM_AUS, dtype=torch.float32)
+    if coding == "none":
+        return torch.zeros(NUM_AUS, dtype=torch.float32)
+    return aus_to_multihot(aus)

@@ -81,10 +81,17 @@ class TinyModel(torch.nn.Module):
         return SimpleNamespace(logits=logits, au_afe=self.au(h), au_gat=self.au2(f), attention=att)
 
 
-def tiny_loss(out, y, au, weights=(0.2, 0.8, 0.8)):
+def _masked_bce(pred, au, mask, pos_weight):
+    each = F.binary_cross_entropy_with_logits(pred, au, pos_weight=pos_weight, reduction="none")
+    if mask is None:
+        return each.mean()
+    return (each * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def tiny_loss(out, y, au, weights=(0.2, 0.8, 0.8), au_mask=None, pos_weight=None):
     ce = F.cross_entropy(out.logits, y)
-    a1 = F.binary_cross_entropy_with_logits(out.au_afe, au)
-    a2 = F.binary_cross_entropy_with_logits(out.au_gat, au)
+    a1 = _masked_bce(out.au_afe, au, au_mask, pos_weight)
+    a2 = _masked_bce(out.au_gat, au, au_mask, pos_weight)
     loss = weights[0] * ce + weights[1] * a1 + weights[2] * a2
     return loss, {"ce": ce.detach(), "au_afe": a1.detach(), "au_gat": a2.detach()}
 

@@ -126,6 +126,13 @@ def test_import_flow_then_train_loso(flow_set, tmp_path, capsys):
     assert np.linalg.norm(kp - true_kp, axis=1).mean() < 4.0
     fb = load_clip_cache(cache / "clips" / "casme2" / "sub02" / "EP03_1.pt")
     assert any("mean of the 7 clips" in n for n in fb["meta"]["notes"])
+    # AU labels: coded where the sheet has the clip; unknown (not "no AU") for SMIC, SAMM without
+    # a sheet and a CASME II clip missing from the sheet
+    assert meta["aus_coding"] == "coded" and fb["meta"]["aus_coding"] == "none" and fb["meta"]["aus"] == []
+    codings = {p.parts[-3]: set() for p in (cache / "clips").glob("*/*/*.pt")}
+    for p in (cache / "clips").glob("*/*/*.pt"):
+        codings[p.parts[-3]].add(load_clip_cache(p)["meta"]["aus_coding"])
+    assert codings == {"casme2": {"coded", "none"}, "samm": {"none"}, "smic": {"none"}}
 
     run = tmp_path / "run"
     rc = main(["train", "--data", str(cache), "--protocol", "loso", "--classes", "megc3", "--epochs", "1",

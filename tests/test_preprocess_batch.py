@@ -151,8 +151,9 @@ def test_cli_on_synthetic_set(tmp_path, capsys):
     from psyau_graph.data import synth
     from psyau_graph.cli import main
 
-    sheet = synth.generate_synthetic(tmp_path / "frames", subjects=1, clips_per_subject=2, seed=1,
-                                     progress=False)
+    # au_unknown_frac 0.5: with seed 1 the second clip's AU cell is '?' (AU labels unknown)
+    cfg = synth.SynthConfig(subjects=1, clips_per_subject=2, seed=1, au_unknown_frac=0.5)
+    sheet = synth.generate_synthetic(tmp_path / "frames", config=cfg, progress=False)
     argv = ["preprocess", "--annotations", str(sheet), "--dataset", "synth", "--frames",
             str(tmp_path / "frames"), "--out", str(tmp_path / "cache"), "--flow", "dis", "--workers", "1"]
     assert main(argv) == 0
@@ -160,6 +161,12 @@ def test_cli_on_synthetic_set(tmp_path, capsys):
     files = sorted((tmp_path / "cache" / "clips" / "synth").rglob("*.pt"))
     assert len(files) == 2
     meta = load_clip_cache(files[0])["meta"]
-    assert meta["dataset"] == "synth" and meta["aus"] and meta["emotion"]
+    assert meta["dataset"] == "synth" and meta["aus"] and meta["emotion"] and meta["aus_coding"] == "coded"
+    unknown = load_clip_cache(files[1])["meta"]
+    assert unknown["aus_coding"] == "none" and unknown["aus"] == []
+    from psyau_graph.data.dataset import MEDataset
+
+    known = {d.clip: d.au_known.sum().item() for d in MEDataset(tmp_path / "cache", progress=False)}
+    assert known == {files[0].stem: 12.0, files[1].stem: 0.0}
     assert main(argv) == 0
     assert "0 processed, 2 already cached" in capsys.readouterr().out

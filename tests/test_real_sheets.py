@@ -107,7 +107,7 @@ def test_samm_release_with_many_title_rows_and_question_marks(tmp_path):
     assert df["aus_uncoded"].tolist() == [False, True, False, True]
     assert df["descriptors"].tolist() == [(), (), ("61",), ()]
     assert df["objective_class"].tolist() == ["II", "VII", "I", "I"]
-    assert "2 rows: AU cell '?' (kept, no AUs): rows 17, 19" in report_summary(df)
+    assert "2 rows: AU cell '?' (kept; AUs it does not list are unknown): rows 17, 19" in report_summary(df)
 
 
 def test_casme3_part_a_au_split_and_offset_zero(tmp_path):
@@ -185,7 +185,7 @@ def test_cli_preprocess_prints_summary_and_writes_report(tmp_path, capsys):
                "--check-annotations"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "1 row: AU cell '?' (kept, no AUs): row 2" in out and "1 row: onset after apex: left out: row 3" in out
+    assert "1 row: AU cell '?' (kept; AUs it does not list are unknown): row 2" in out and "1 row: onset after apex: left out: row 3" in out
     rep = json.loads((tmp_path / "out" / "annotation_report.json").read_text())
     assert rep["rows_kept"] == 1 and {e["kind"] for e in rep["entries"]} >= {"aus_uncoded", "onset_after_apex"}
     rc = main(["preprocess", "--annotations", str(tmp_path / "c.xlsx"), "--dataset", "casme2",
@@ -241,7 +241,7 @@ def test_cli_preprocess_processes_every_usable_row_of_an_odd_sheet(tmp_path, cap
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "synth annotations: 2 usable row(s)" in out
-    assert "1 row: AU cell '?' (kept, no AUs): row 13" in out and "1 row: onset after apex: left out: row 15" in out
+    assert "1 row: AU cell '?' (kept; AUs it does not list are unknown): row 13" in out and "1 row: onset after apex: left out: row 15" in out
     assert "2 processed, 0 already cached, 0 skipped" in out
     assert len(list((tmp_path / "cache" / "clips" / "synth").rglob("*.pt"))) == 2
 

@@ -39,7 +39,7 @@ def run(args) -> int:
     ev = evaluate(model, make_loader(dataset, args.batch_size, shuffle=False), num_classes=num_classes,
                   loss_weights=tuple(getattr(model.config, "loss_weights", (0.2, 0.8, 0.8))),
                   beta=ck.get("beta"), class_names=names or None, progress=True)
-    summary = {k: ev[k] for k in ("uf1", "uar", "acc", "loss", "au_f1")}
+    summary = {k: ev[k] for k in ("uf1", "uar", "acc", "loss", "au_f1", "au_threshold", "au_labels_known")}
     summary.update({"n": int(len(ev["y_true"])), "class_names": ev["report"]["class_names"],
                     "f1": ev["report"]["f1"], "recall": ev["report"]["recall"],
                     "confusion": ev["report"]["confusion"], "au_f1_per_au": ev["au_f1_per_au"],
@@ -57,7 +57,8 @@ def run(args) -> int:
         def f(v):
             return "n/a" if v is None else f"{v:.4f}"
         print(f"samples {summary['n']}  UF1 {f(summary['uf1'])}  UAR {f(summary['uar'])}  "
-              f"accuracy {f(summary['acc'])}  AU-F1 {f(summary['au_f1'])}")
+              f"accuracy {f(summary['acc'])}  AU-F1 {f(summary['au_f1'])} (sigmoid >= {summary['au_threshold']}, "
+              f"{summary['au_labels_known']} known AU labels)")
         for i, n in enumerate(summary["class_names"]):
             print(f"  {n[:11]:<11} F1 {f(summary['f1'][i])}  recall {f(summary['recall'][i])}")
         if args.out:

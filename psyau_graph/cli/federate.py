@@ -88,6 +88,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="pretrained AU module (psyau pretrain output) loaded into every client's model")
     p.add_argument("--freeze-au", action="store_true",
                    help="keep the loaded AU module frozen (not trained, not shared), as the authors")
+    p.add_argument("--au-pos-weight", choices=("train", "none"), default="train",
+                   help="AU losses: 'train' (default) weights each AU's positive term by n_neg/n_pos of the "
+                        "known AU labels of the client's own training split (rare AUs are not drowned by "
+                        "their absences); 'none': plain BCE. Unknown AU labels (no AU coding, '?' cells) "
+                        "are left out of the AU losses either way")
     p.add_argument("--label-scheme", default=None, help="label scheme of the cache (default: its own)")
     p.add_argument("--ablation", default="VI", help="model ablation setting (default: VI)")
     p.add_argument("--task", choices=("fedpsyau", "toy"), default="fedpsyau",
@@ -129,7 +134,7 @@ def run(args) -> int:
         task_spec = {"name": "toy"}
     else:
         task_spec = {"name": "fedpsyau", "label_scheme": args.label_scheme,
-                     "model_config": {"ablation": args.ablation}}
+                     "model_config": {"ablation": args.ablation}, "au_pos_weight": args.au_pos_weight}
         if args.au_module is not None or args.freeze_au:
             task_spec.update(au_module=args.au_module, freeze_au=args.freeze_au)
     common = dict(clients=args.clients, rounds=args.rounds, local_epochs=args.local_epochs,
@@ -144,6 +149,10 @@ def run(args) -> int:
                   aggregation=args.aggregation, trim_fraction=args.trim_fraction, norm_bound=args.norm_bound)
     if args.task == "toy" and (args.au_module is not None or args.freeze_au):
         print("psyau federate: error: --au-module/--freeze-au need --task fedpsyau", file=sys.stderr)
+        return 2
+    if args.task == "toy" and args.au_pos_weight != "train":
+        print("psyau federate: error: --au-pos-weight needs --task fedpsyau (the toy task has no AU heads)",
+              file=sys.stderr)
         return 2
     if args.engine != "inprocess" and any(s in INPROCESS_ONLY for s in args.strategy):
         print(f"psyau federate: warning: {','.join(s for s in args.strategy if s in INPROCESS_ONLY)} "

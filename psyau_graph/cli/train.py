@@ -40,6 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: 0)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)")
+    p.add_argument("--au-pos-weight", choices=("train", "none"), default="train",
+                   help="AU losses: 'train' (default) weights each AU's positive term by n_neg/n_pos of the "
+                        "training fold's known AU labels, clipped to [1, 50], so rare AUs are not drowned "
+                        "by their absences; 'none': plain BCE. Unknown AU labels (no AU coding, '?' cells) "
+                        "are left out of the AU losses and of AU-F1 either way; AU-F1 counts an AU as "
+                        "present when its sigmoid probability is >= 0.5")
     p.add_argument("--no-final-model", action="store_true",
                    help="skip training the final model on all samples (model.pt)")
     add_compute_args(p)
@@ -73,7 +79,8 @@ def run(args) -> int:
     tc = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
                      warmup_epochs=args.warmup_epochs, beta_schedule=args.beta_schedule, beta0=args.beta0,
                      seed=args.seed, grad_clip=args.grad_clip, num_workers=args.workers, select=args.select,
-                     val_frac=args.val_frac, device=args.device, precision=args.precision)
+                     val_frac=args.val_frac, device=args.device, precision=args.precision,
+                     au_pos_weight=args.au_pos_weight)
     res = run_protocol(dataset, args.protocol, None, tc, args.out, ablation=args.ablation,
                        final_model=not args.no_final_model, resume=args.resume,
                        checkpoint_extra={"flow_method": _cache_flow_method(args.data)},
@@ -130,7 +137,7 @@ def format_summary(res: dict) -> str:
     lines = [f"protocol {res['protocol']}  ablation {res['ablation']}  samples {res['n_samples']}  "
              f"subjects {res['n_subjects']}  folds {len(res['folds'])}",
              f"UF1 {f(h['uf1'])}  UAR {f(h['uar'])}  ({h['source']})",
-             f"accuracy {f(p['acc'])}  AU-F1 {f(p.get('au_f1'))}  "
+             f"accuracy {f(p['acc'])}  AU-F1 {f(p.get('au_f1'))} (sigmoid >= 0.5, known labels)  "
              f"fold mean UF1 {f(res['fold_mean']['uf1'])} ± {f(res['fold_sd']['uf1'])}"]
     names = res["class_names"]
     lines.append("class        F1     recall  support")

@@ -22,7 +22,10 @@ row         1-based row of the sheet (spreadsheet numbering, header included)
 =========== ============================================================================
 
 plus the flags ``onset_eq_apex``, ``apex_eq_offset``, ``aus_uncoded`` (AU cell ``?``),
-``offset_missing`` (offset set to NA), ``apex_estimated`` (opt-in estimate), the
+``offset_missing`` (offset set to NA), ``apex_estimated`` (opt-in estimate), the column
+``aus_coding`` (how completely the AUs were coded, one of
+:data:`psyau_graph.au.AU_CODINGS`: ``"coded"``; ``"partial"`` for a ``?`` or partly
+unreadable cell with AUs; ``"none"`` for no AU column (SMIC), a blank or a lone ``?``), the
 column ``descriptors`` (tuple of FACS action descriptors / miscellaneous codes:
 ``AD38``, ``M55``), ``sample``
 (``clip`` made unique within the subject: CAS(ME)^3 codes several intervals of one
@@ -60,10 +63,10 @@ EXTRA_COLUMNS = ("objective_class", "subset", "fps", "emotion_id")
 
 #: one summary text per report kind (the action is part of it).
 REPORT_KINDS: dict[str, str] = {
-    "aus_uncoded": "AU cell '?' (kept, no AUs)",
+    "aus_uncoded": "AU cell '?' (kept; AUs it does not list are unknown)",
     "descriptors": "FACS descriptors / misc codes in the AU cell (kept, in 'descriptors')",
     "aus_partial": "AU cell partly unreadable (kept the AUs read)",
-    "aus_missing": "no AU code (kept, no AUs)",
+    "aus_missing": "no AU code (kept; AU labels unknown)",
     "offset_missing": "offset not recorded (0, '/', '-' or blank): offset NA (kept)",
     "offset_before_apex": "offset before apex: offset NA (kept)",
     "onset_eq_apex": "onset == apex (kept)",
@@ -392,7 +395,7 @@ def _parse_columns(columns) -> dict[str, int]:
 
 
 def _output_columns(records: list[dict]) -> list[str]:
-    cols = STANDARD_COLUMNS + FLAG_COLUMNS + ["descriptors", "sample", "sheet", "file"]
+    cols = STANDARD_COLUMNS + FLAG_COLUMNS + ["aus_coding", "descriptors", "sample", "sheet", "file"]
     for extra in EXTRA_COLUMNS:
         if any(extra in r for r in records):
             cols.append(extra)
@@ -537,12 +540,13 @@ def _parse_row(cells, cols, fmt, grid, notes, opts) -> dict:
     if offset is not None and apex == offset:
         notes.append(("apex_eq_offset", f"apex == offset ({apex})"))
     emotion = _emotion(get("emotion") if "emotion" in cols else None, clip, fmt, notes)
-    aus, descriptors, uncoded = _parse_aus(get("aus") if "aus" in cols else None, "aus" in cols, fmt, notes)
+    aus, descriptors, uncoded, coding = _parse_aus(get("aus") if "aus" in cols else None, "aus" in cols, fmt,
+                                                   notes)
     rec = {"subject": fmt.subject(subject), "clip": clip, "onset": onset, "apex": apex,
            "offset": pd.NA if offset is None else offset, "aus": aus, "emotion": emotion,
            "onset_eq_apex": onset == apex, "apex_eq_offset": offset is not None and apex == offset,
            "aus_uncoded": uncoded, "offset_missing": offset_missing, "apex_estimated": apex_estimated,
-           "descriptors": descriptors}
+           "aus_coding": coding, "descriptors": descriptors}
     for extra in EXTRA_COLUMNS:
         if extra in cols:
             rec[extra] = _cell_str(get(extra))
@@ -574,15 +578,18 @@ def _emotion(cell, clip: str, fmt: SheetFormat, notes) -> str:
     return emotion
 
 
-def _parse_aus(cell, has_column: bool, fmt: SheetFormat, notes) -> tuple[frozenset, tuple, bool]:
-    """(AUs, descriptors, uncoded) of an AU cell; see :func:`psyau_graph.au.parse_facs`.
+def _parse_aus(cell, has_column: bool, fmt: SheetFormat, notes) -> tuple[frozenset, tuple, bool, str]:
+    """(AUs, descriptors, uncoded, coding) of an AU cell; see :func:`psyau_graph.au.parse_facs`.
 
-    A cell with unreadable parts and no readable AU (``xyz``, ``??``) leaves the row out.
+    ``coding`` (:data:`psyau_graph.au.AU_CODINGS`): ``"none"`` for a blank cell, no AU
+    column or a lone ``?``; ``"partial"`` for a ``?`` or partly unreadable cell with AUs;
+    else ``"coded"``. A cell with unreadable parts and no readable AU (``xyz``, ``??``)
+    leaves the row out.
     """
     if _blank(cell):
         if fmt.aus_required or has_column:
-            notes.append(("aus_missing", "AU cell blank: no AUs"))
-        return frozenset(), (), False
+            notes.append(("aus_missing", "AU cell blank: AU labels unknown"))
+        return frozenset(), (), False, "none"
     code = _cell_str(cell)
     codes = parse_facs(code, errors="report")
     if not codes.ok:
@@ -596,7 +603,8 @@ def _parse_aus(cell, has_column: bool, fmt: SheetFormat, notes) -> tuple[frozens
         notes.append(("aus_uncoded", f"AU cell {code!r}: uncoded movement, kept {sorted(aus)}"))
     if descriptors:
         notes.append(("descriptors", f"AU cell {code!r}: descriptors {list(descriptors)}, AUs {sorted(aus)}"))
-    return aus, descriptors, codes.uncoded
+    coding = "coded" if codes.ok and not codes.uncoded else ("partial" if aus else "none")
+    return aus, descriptors, codes.uncoded, coding
 
 
 def _dedupe(df: pd.DataFrame, report: list[dict]) -> pd.DataFrame:
@@ -614,7 +622,8 @@ def _dedupe(df: pd.DataFrame, report: list[dict]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the report
 def report_summary(report, *, first: int = 5) -> list[str]:
-    """One line per kind of oddity: ``"3 rows: AU cell '?' (kept, no AUs): rows 42, 45, 50"``.
+    """One line per kind of oddity, e.g.
+    ``"3 rows: AU cell '?' (kept; AUs it does not list are unknown): rows 42, 45, 50"``.
 
     Args:
         report: ``df.attrs["report"]`` (or a DataFrame carrying it).

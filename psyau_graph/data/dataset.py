@@ -22,7 +22,8 @@ from torch_geometric.data import Data, InMemoryDataset
 from .labels import class_names as scheme_class_names
 from .labels import map_emotion
 
-PROCESSED_VERSION = 1
+#: version of the in-memory store's layout; 2 added ``au_known``
+PROCESSED_VERSION = 2
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -41,11 +42,14 @@ class MEDataset(InMemoryDataset):
         - **pos**: (65, 2) keypoint (x, y) in the 128×128 crop
         - **flow**: (1, 3, 28, 28) whole-face (u, v, strain) map
         - **au**: (1, 12) float multi-hot over :data:`psyau_graph.au.AUS`
+        - **au_known**: (1, 12) float, 1 where the AU label is known, 0 where it is not
+          (from ``meta["aus_coding"]``, see :func:`psyau_graph.au.au_known_mask`; a clip
+          file without the field counts as fully coded)
         - **y**: (1,) long class index
         - **subject**, **dataset**, **clip**, **emotion**: str
 
     A PyG ``DataLoader`` batch of B clips has ``x`` (B·65, 3, 5, 5), ``pos`` (B·65, 2),
-    ``flow`` (B, 3, 28, 28), ``au`` (B, 12), ``y`` (B,) and lists of B strings.
+    ``flow`` (B, 3, 28, 28), ``au`` (B, 12), ``au_known`` (B, 12), ``y`` (B,) and lists of B strings.
 
     Args:
         cache_dir: the cache root (holds ``clips/``).
@@ -98,7 +102,7 @@ class MEDataset(InMemoryDataset):
     def _build(self, files, store: Path, side: Path, progress) -> None:
         from tqdm.auto import tqdm
 
-        from ..au import aus_to_multihot
+        from ..au import au_known_mask, aus_to_multihot, check_au_coding
         from ..preprocess.batch import load_clip_cache
 
         items, excluded = [], {}
@@ -125,11 +129,14 @@ class MEDataset(InMemoryDataset):
         names = scheme_class_names(self.label_scheme) if self.label_scheme else sorted({c for *_, c in items})
         data_list = []
         for p, d, meta, cls in items:
+            aus = meta.get("aus") or []
+            coding = check_au_coding(meta.get("aus_coding", "coded"), what=f"{p}: meta aus_coding")
             data_list.append(Data(
                 x=torch.as_tensor(d["rois"], dtype=torch.float32),
                 pos=torch.as_tensor(d["keypoints"], dtype=torch.float32),
                 flow=torch.as_tensor(d["flow28"], dtype=torch.float32).unsqueeze(0),
-                au=aus_to_multihot(meta.get("aus") or []).float().reshape(1, -1),
+                au=aus_to_multihot(aus).float().reshape(1, -1),
+                au_known=au_known_mask(aus, coding).reshape(1, -1),
                 y=torch.tensor([names.index(cls)], dtype=torch.long),
                 subject=str(meta["subject"]), dataset=str(meta["dataset"]), clip=str(meta["clip"]),
                 emotion=str(meta.get("emotion")), num_nodes=int(d["rois"].shape[0])))
@@ -140,7 +147,9 @@ class MEDataset(InMemoryDataset):
                 old.unlink()  # an older store of this scheme and filter (clip set changed)
         tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
         self.save(data_list, str(tmp))
+        known = torch.cat([d.au_known for d in data_list])
         _atomic_json(side, {"class_names": names, "subjects": [d.subject for d in data_list],
+                            "au_labels_known": int(known.sum()), "au_labels": int(known.numel()),
                             "excluded": excluded, "clips": len(data_list), "label_scheme": self.label_scheme})
         os.replace(tmp, store)
 
@@ -159,6 +168,12 @@ class MEDataset(InMemoryDataset):
     def subjects(self) -> list[str]:
         """Subject id of every item (respects index selection)."""
         return [self._subjects[i] for i in self.indices()]
+
+    @property
+    def au_labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(au, au_known)``, both (N, 12) float, of every item (respects index selection)."""
+        idx = torch.as_tensor(list(self.indices()), dtype=torch.long)
+        return self._data.au[idx], self._data.au_known[idx]
 
     @property
     def labels(self) -> torch.Tensor:

@@ -100,6 +100,10 @@ class SynthConfig:
             up to ``0.1 * head_motion`` degrees) (default 0.5).
         noise: sensor noise std, grey levels (default 3.0).
         jpeg_quality: JPEG quality of the frames (default 92).
+        au_unknown_frac: fraction of clips whose AU cell in the sheet is ``?`` (no AU coding,
+            as SMIC or a clip imported without a sheet); their AUs are still rendered and kept in
+            ``flow_gt.npz``. Drawn from a stream of its own, so the other draws do not change
+            (default 0).
     """
 
     subjects: int = 12
@@ -117,6 +121,7 @@ class SynthConfig:
     head_motion: float = 0.5
     noise: float = 3.0
     jpeg_quality: int = 92
+    au_unknown_frac: float = 0.0
 
     def validate(self) -> None:
         for name in ("subjects", "clips_per_subject"):
@@ -128,6 +133,8 @@ class SynthConfig:
             raise ValueError(f"size={self.size}: expected >= 96 pixels (face detection needs it)")
         if not 0 < self.amplitude[0] <= self.amplitude[1]:
             raise ValueError(f"amplitude={self.amplitude}: expected 0 < min <= max")
+        if not 0 <= self.au_unknown_frac <= 1:
+            raise ValueError(f"au_unknown_frac={self.au_unknown_frac}: expected 0 <= value <= 1")
 
 
 # --------------------------------------------------------------------- the photo
@@ -303,6 +310,7 @@ class ClipPlan:
     seed: int
     blink: int = -1  # frame number of a blink's peak (a nuisance, not coded as an AU), -1 = none
     shown: str = ""  # emotion whose AU prototype is rendered (== emotion unless atypical)
+    au_coded: bool = True  # False: the sheet's AU cell is '?' (the clip still shows plan.aus)
 
 
 def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
@@ -312,6 +320,7 @@ def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
     for s in range(cfg.subjects):
         rng = np.random.default_rng([cfg.seed, s, 0])
         mix = rng.dirichlet([cfg.class_alpha] * len(EMOTIONS))
+        uncoded = np.random.default_rng([cfg.seed, s, 1]).random(cfg.clips_per_subject) < cfg.au_unknown_frac
         for c in range(cfg.clips_per_subject):
             emotion = EMOTIONS[rng.choice(len(EMOTIONS), p=mix)]
             shown = emotion
@@ -334,7 +343,7 @@ def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
             blink = first + int(rng.integers(1, n - 1)) if rng.random() < cfg.blink_prob else -1
             plans.append(ClipPlan(f"sub{s + 1:02d}", f"EP{c + 1:02d}", emotion, tuple(aus), facs,
                                   first, first + on, first + ap, first + off, int(rng.integers(2**31)), blink,
-                                  shown))
+                                  shown, au_coded=not uncoded[c]))
     return plans
 
 
@@ -414,7 +423,7 @@ def write_sheet(plans: list[ClipPlan], path: Path, *, xlsx: bool = False) -> Pat
 
     df = pd.DataFrame({"Subject": [p.subject for p in plans], "Filename": [p.clip for p in plans],
                        "Onset Frame": [p.onset for p in plans], "Apex Frame": [p.apex for p in plans],
-                       "OffsetFrame": [p.offset for p in plans], "Action Units": [p.facs for p in plans],
+                       "OffsetFrame": [p.offset for p in plans], "Action Units": [p.facs if p.au_coded else "?" for p in plans],
                        "Estimated Emotion": [p.emotion for p in plans]})
     tmp = path.with_name(path.name + ".tmp")
     df.to_csv(tmp, index=False)

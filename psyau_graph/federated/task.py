@@ -64,13 +64,23 @@ class FedPsyAUTask:
             model this task builds (default: ``None`` = random initialisation).
         freeze_au: keep that AU module frozen (not trained and, having no trainable
             parameter, not shared), as the authors run it (default: ``False``).
+        au_pos_weight: ``"train"`` (default): each client weights the positive term of its AU
+            BCE by ``n_neg / n_pos`` of the known AU labels of its own training split (what the
+            training loader holds; nothing about AU prevalence leaves the client); ``"none"``:
+            plain BCE. Unknown AU labels (``au_known`` = 0) are left out of the AU losses either
+            way (see :func:`psyau_graph.train.fit.train_pos_weight`).
     """
 
     #: the classifier head: what FedRep/FedAS/ELLP keep personal by default
     head_prefixes = ("dsi.fc",)
 
     def __init__(self, model_config: dict | None = None, label_scheme: str | None = None,
-                 au_module: str | None = None, freeze_au: bool = False):
+                 au_module: str | None = None, freeze_au: bool = False, au_pos_weight: str = "train"):
+        from ..train.fit import AU_POS_WEIGHTS
+
+        if au_pos_weight not in AU_POS_WEIGHTS:
+            raise ValueError(f"au_pos_weight must be one of {AU_POS_WEIGHTS}, got {au_pos_weight!r}")
+        self.au_pos_weight = au_pos_weight
         self.model_config = dict(model_config or {})
         self.label_scheme = label_scheme
         self.num_classes = int(self.model_config.get("num_classes", 3))
@@ -116,10 +126,14 @@ class FedPsyAUTask:
         return make_loader(subset, batch_size, shuffle=shuffle, seed=int(seed))
 
     def train_epoch(self, model, loader, optimizer, extra_loss, *, precision="fp32", device="cpu"):
-        from ..train.fit import train_one_epoch
+        from ..train.fit import train_one_epoch, train_pos_weight
+
+        # the loader holds exactly this client's training split: its known AU labels give the weights
+        pw = train_pos_weight(loader.dataset, self.au_pos_weight)
         return dict(train_one_epoch(model, loader, optimizer,
                                     loss_weights=tuple(self._config().loss_weights),
-                                    extra_loss=extra_loss, progress=False, precision=precision, device=device))
+                                    extra_loss=extra_loss, progress=False, precision=precision, device=device,
+                                    pos_weight=pw))
 
     def evaluate(self, model, loader, *, precision="fp32", device="cpu"):
         from ..train.fit import evaluate

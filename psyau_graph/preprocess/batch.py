@@ -7,8 +7,10 @@ Cache layout (see the contract in the docs)::
 
 Each clip file holds ``rois`` (65, 3, 5, 5) float32, ``flow28`` (3, 28, 28) float32,
 ``keypoints`` (65, 2) float32, ``flow`` (3, 128, 128) float16 and ``meta`` (dataset,
-subject, clip, onset, apex, offset, aus, emotion, flow_method, plus apex_numbers,
-face_box, notes, row). Files are written to a temporary name in the same folder
+subject, clip, onset, apex, offset, aus, aus_coding, emotion, flow_method, plus apex_numbers,
+face_box, notes, row). ``aus_coding`` says how far ``aus`` can be trusted
+(:data:`psyau_graph.au.AU_CODINGS`: ``"coded"``, ``"partial"``, ``"none"``); a file
+without it (written before the field existed) reads as ``"coded"``. Files are written to a temporary name in the same folder
 (``.<clip>.<random>.pt.tmp``, never matching ``*.pt``) and moved into place with
 :func:`os.replace`, so a killed run leaves either a complete file or a stray temp
 file, which the next run deletes. A clip whose ``.pt`` exists is not redone.
@@ -117,19 +119,39 @@ def _jsonable(v):
     return v
 
 
-def _job(row, dataset: str, cache_dir: Path) -> dict:
-    get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
+def _row_aus(get) -> tuple[list[int], str]:
+    """(sorted AU numbers, ``aus_coding``) of an annotation row.
+
+    ``aus_coding`` (:data:`psyau_graph.au.AU_CODINGS`) is the row's own column when it has
+    one; without it: ``"none"`` when the row has no AU set (None / NA; a string would be an
+    unparsed FACS code, not guessed here), ``"partial"`` when ``aus_uncoded`` is set and AUs
+    are listed, ``"none"`` when it is set and none are, else ``"coded"``.
+    """
+    from ..au import check_au_coding
+
     aus = get("aus", None)
     if aus is None or _jsonable(aus) is None or isinstance(aus, (float, str)):
-        aus = []  # no AU set on the row (a string would be an unparsed FACS code: not guessed here)
+        aus, coding = [], "none"
     else:
         aus = sorted(int(a) for a in aus)
+        coding = ("partial" if aus else "none") if bool(_jsonable(get("aus_uncoded", None))) else "coded"
+    given = _jsonable(get("aus_coding", None))
+    if given is not None:
+        coding = check_au_coding(given, what=f"aus_coding of {get('subject')}/{get('clip')}")
+        if coding == "none" and aus:
+            raise ValueError(f"aus_coding of {get('subject')}/{get('clip')}: 'none' but AUs {aus} are listed")
+    return aus, coding
+
+
+def _job(row, dataset: str, cache_dir: Path) -> dict:
+    get = row.get if hasattr(row, "get") else (lambda k, d=None: getattr(row, k, d))
+    aus, coding = _row_aus(get)
     subject, clip = str(get("subject")), str(get("clip"))
     offset = _jsonable(get("offset", None))
     emotion = get("emotion", None)
     meta = {"dataset": dataset, "subject": subject, "clip": clip, "onset": int(get("onset")),
             "apex": int(get("apex")), "offset": None if offset is None else int(offset),
-            "aus": aus, "emotion": None if _jsonable(emotion) is None else str(emotion)}
+            "aus": aus, "aus_coding": coding, "emotion": None if _jsonable(emotion) is None else str(emotion)}
     extra = {k: _jsonable(get(k, None)) for k in ("row", "subset", "fps") if _jsonable(get(k, None)) is not None}
     face = _jsonable(get("face_box", None))  # optional per-clip column: "L,T,R,B" | "centre" | "largest"
     if face is not None and not (isinstance(face, str) and not face.strip()):

@@ -226,8 +226,8 @@ def join_aus(df, sheets: dict) -> tuple[dict, list[dict]]:
             with :func:`~psyau_graph.data.annotations.read_annotations` (``errors="report"``).
 
     Returns:
-        ``(found, missing)``: found = (dataset, subject, clip) → {aus, onset, apex, offset,
-        sheet_row}; missing = composite rows of those data sets the sheet lacks.
+        ``(found, missing)``: found = (dataset, subject, clip) → {aus, aus_coding, onset, apex,
+        offset, sheet_row}; missing = composite rows of those data sets the sheet lacks.
     """
     from psyau_graph.data.annotations import read_annotations
 
@@ -246,7 +246,8 @@ def join_aus(df, sheets: dict) -> tuple[dict, list[dict]]:
             h = hits[0]
             off = h.get("offset")
             found[(ds, r["subject"], r["clip"])] = {
-                "aus": sorted(int(a) for a in h["aus"]), "onset": int(h["onset"]), "apex": int(h["apex"]),
+                "aus": sorted(int(a) for a in h["aus"]), "aus_coding": h["aus_coding"],
+                "onset": int(h["onset"]), "apex": int(h["apex"]),
                 "offset": None if _na(off) else int(off),
                 "sheet_row": int(h["row"])}
     return found, missing
@@ -262,7 +263,8 @@ def import_flow_images(labels, flow_dir, out_dir, *, crop_dir=None, au_sheets: d
         out_dir: cache folder (clip files + ``report.json``).
         crop_dir: folder of the apex crops. Needed in practice: without it no clip has
             landmarks, so there is nothing to fall back on and a ValueError is raised.
-        au_sheets: source data set → annotation sheet, for AU labels (default: none, AU sets empty).
+        au_sheets: source data set → annotation sheet, for AU labels (default: none). Clips
+            without a sheet row get ``aus_coding="none"`` (AU labels unknown, not "no AU").
         channels: flow image channel order, see :data:`CHANNEL_ORDERS`.
         landmarks_backend: "dlib" (default) or "face_alignment".
         errors: bad list rows: "raise" (default) or "report".
@@ -332,6 +334,8 @@ def import_flow_images(labels, flow_dir, out_dir, *, crop_dir=None, au_sheets: d
         apex = j.get("apex", None if _na(r.get("apex")) else int(r["apex"]))
         meta = {"dataset": r["dataset"], "subject": str(r["subject"]), "clip": str(r["clip"]),
                 "onset": j.get("onset"), "apex": apex, "offset": j.get("offset"), "aus": j.get("aus", []),
+                # a clip without a sheet row (SMIC, no --*-sheet given, not in the sheet) has no AU coding
+                "aus_coding": j.get("aus_coding", "none"),
                 "emotion": r["emotion"], "label": int(r["label"]), "flow_method": FLOW_METHOD,
                 "flow_image": m["flow"].name, "apex_crop": m["crop"].name if m["crop"] else None,
                 "flow_channels": channels, "row": int(r["row"]), "notes": notes}

@@ -6,9 +6,22 @@ calls :func:`train_one_epoch` and :func:`evaluate` directly.
 Model interface (``/tmp`` contract, ``psyau_graph.nn.FedPsyAU``): ``model(rois (B, 65, 3,
 5, 5), flow (B, 3, 28, 28), beta=None, return_attention=False)`` returns an object with
 ``logits (B, C)``, ``au_afe (B, 12) | None``, ``au_gat (B, 12) | None``; the loss is
-``loss_fn(out, y, au, weights=...) -> (loss, parts)`` (default
+``loss_fn(out, y, au, weights=..., au_mask=..., pos_weight=...) -> (loss, parts)`` (default
 ``psyau_graph.nn.fedpsyau_loss``). Batches are PyG ``Batch`` objects with ``x (B·65, 3, 5,
-5)``, ``flow (B, 3, 28, 28)``, ``y (B,)``, ``au (B, 12)``.
+5)``, ``flow (B, 3, 28, 28)``, ``y (B,)``, ``au (B, 12)`` and optionally ``au_known (B, 12)``.
+
+AU supervision:
+
+* ``au_mask``: the batch's ``au_known`` (1 = AU label known; clips without AU coding
+  and the uncoded AUs of a ``?`` cell are 0), or None when the items carry no mask
+  (then every label counts as known). Unknown labels enter neither the AU losses nor
+  the AU F1.
+* ``pos_weight``: with ``TrainConfig.au_pos_weight="train"`` (default) the (12,)
+  weights ``n_neg / n_pos`` of the *training* set's known labels, clipped to ``[1, 50]``
+  (:func:`psyau_graph.nn.model.au_pos_weight`), computed once per :func:`fit`; ``"none"``
+  passes None (plain BCE).
+* AU F1 rule: an AU is predicted present when the sigmoid of the GAT head's logit (the
+  AFE head's when the model has no GAT head) is ≥ :data:`AU_THRESHOLD` = 0.5.
 
 Schedules:
 
@@ -52,10 +65,17 @@ from .precision import autocast, check_precision, grad_scaler, outputs_to_float
 
 __all__ = [
     "TrainConfig", "FitResult", "seed_everything", "effective_warmup_epochs", "make_loader",
-    "model_forward", "train_one_epoch", "evaluate", "fit",
+    "model_forward", "train_one_epoch", "evaluate", "fit", "dataset_au_labels", "train_pos_weight",
+    "AU_THRESHOLD", "AU_POS_WEIGHTS",
 ]
 
 DEFAULT_LOSS_WEIGHTS = (0.2, 0.8, 0.8)
+#: an AU counts as predicted when its sigmoid probability is at least this (AU F1 rule)
+AU_THRESHOLD = 0.5
+#: values of ``TrainConfig.au_pos_weight``
+AU_POS_WEIGHTS = ("train", "none")
+#: upper clip of the AU positive weights (a fold with 1 positive in 500 gets 50, not 499)
+AU_POS_WEIGHT_MAX = 50.0
 
 
 @dataclass
@@ -84,6 +104,9 @@ class TrainConfig:
         progress: show tqdm bars (default: True; hidden automatically off-TTY).
         precision: ``"fp32"`` (default), ``"bf16"`` (autocast on CPU or CUDA) or ``"fp16"``
             (CUDA autocast with a gradient scaler); see :mod:`psyau_graph.train.precision`.
+        au_pos_weight: ``"train"`` (default): weight the positive term of each AU's BCE by
+            ``n_neg / n_pos`` of the training set's known labels (clipped to [1, 50]), so rare
+            AUs are not drowned by their absences; ``"none"``: plain BCE.
     """
 
     epochs: int = 50
@@ -103,6 +126,7 @@ class TrainConfig:
     val_frac: float = 0.15
     progress: bool = True
     precision: str = "fp32"
+    au_pos_weight: str = "train"
 
     def __post_init__(self):
         from .device import check_device
@@ -117,6 +141,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.au_pos_weight not in AU_POS_WEIGHTS:
+            raise ValueError(f"TrainConfig.au_pos_weight must be one of {AU_POS_WEIGHTS}, got {self.au_pos_weight!r}")
         if self.select not in ("last", "val"):
             raise ValueError(f"TrainConfig.select must be 'last' or 'val', got {self.select!r}")
         if not 0 < self.val_frac < 1:
@@ -139,6 +165,7 @@ class FitResult:
         best_epoch: epoch whose weights the model holds at the end (1-based).
         resumed_from: epoch the run resumed after (0 = fresh run).
         train_time_s: wall time of this call.
+        au_pos_weight: the (12,) AU positive weights the run trained with (a list), or None.
     """
 
     history: list[dict] = field(default_factory=list)
@@ -146,6 +173,7 @@ class FitResult:
     best_epoch: int = 0
     resumed_from: int = 0
     train_time_s: float = 0.0
+    au_pos_weight: list[float] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -214,9 +242,55 @@ def _default_loss_fn():
 
 
 def _labels(batch, device):
+    """``y (B,)``, ``au (B, 12)`` and ``au_known (B, 12)`` (None when the items carry no mask)."""
+    b = int(batch.num_graphs)
     y = batch.y.reshape(-1).long().to(device)
-    au = batch.au.reshape(int(batch.num_graphs), -1).float().to(device)
-    return y, au
+    au = batch.au.reshape(b, -1).float().to(device)
+    known = getattr(batch, "au_known", None)
+    if known is not None:
+        known = known.reshape(b, -1).float().to(device)
+    return y, au, known
+
+
+def dataset_au_labels(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """AU labels and their known mask of every item of ``dataset``.
+
+    Uses ``dataset.au_labels`` when it has it (:class:`~psyau_graph.data.dataset.MEDataset`),
+    else reads ``au`` / ``au_known`` item by item (an item without ``au_known`` counts as
+    fully known).
+
+    Shapes:
+        return: ``(au (N, 12), known (N, 12))`` float.
+    """
+    fast = getattr(dataset, "au_labels", None)
+    if fast is not None:
+        au, known = fast
+        return au.float(), known.float()
+    aus, knowns = [], []
+    for d in dataset:
+        a = d.au.reshape(1, -1).float()
+        k = getattr(d, "au_known", None)
+        aus.append(a)
+        knowns.append(torch.ones_like(a) if k is None else k.reshape(1, -1).float())
+    if not aus:
+        raise ValueError("dataset is empty")
+    return torch.cat(aus), torch.cat(knowns)
+
+
+def train_pos_weight(dataset, mode: str = "train") -> torch.Tensor | None:
+    """The AU positive weights of ``TrainConfig.au_pos_weight`` for a training set.
+
+    ``"train"``: (12,) ``n_neg / n_pos`` over the known labels of ``dataset``, clipped to
+    ``[1, 50]`` (an AU without a known positive gets 1); ``"none"``: None.
+    """
+    if mode not in AU_POS_WEIGHTS:
+        raise ValueError(f"au_pos_weight must be one of {AU_POS_WEIGHTS}, got {mode!r}")
+    if mode == "none":
+        return None
+    from psyau_graph.nn.model import au_pos_weight
+
+    au, known = dataset_au_labels(dataset)
+    return au_pos_weight(au, known, max_weight=AU_POS_WEIGHT_MAX)
 
 
 def _float(v) -> float:
@@ -227,7 +301,8 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
                     extra_loss: Callable[[torch.nn.Module], torch.Tensor] | None = None,
                     scheduler=None, loss_fn=None, grad_clip: float | None = None,
                     device: str | torch.device = "cpu", progress: bool = True,
-                    desc: str = "train", precision: str = "fp32", scaler=None) -> dict:
+                    desc: str = "train", precision: str = "fp32", scaler=None,
+                    pos_weight: torch.Tensor | None = None) -> dict:
     """One pass over ``loader`` with gradient steps.
 
     Args:
@@ -239,16 +314,20 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
         extra_loss: ``callable(model) -> scalar`` added to every batch loss (e.g. a
             FedProx proximal term) (default: None).
         scheduler: LR scheduler stepped after every optimisation step (default: None).
-        loss_fn: ``loss_fn(out, y, au, weights=...) -> (loss, parts)`` (default:
-            ``psyau_graph.nn.fedpsyau_loss``).
+        loss_fn: ``loss_fn(out, y, au, weights=..., au_mask=..., pos_weight=...) -> (loss,
+            parts)`` (default: ``psyau_graph.nn.fedpsyau_loss``); ``au_mask`` is the batch's
+            ``au_known`` (B, 12) or None.
         grad_clip: max gradient norm (default: None).
         precision: ``"fp32"|"bf16"|"fp16"``: the forward pass runs under that autocast; the
             loss is computed in fp32 (default: ``"fp32"``).
         scaler: a ``torch.amp.GradScaler`` (needed for useful fp16 training; default: one is
             made for ``"fp16"``, none otherwise).
+        pos_weight: (12,) AU positive weights passed to ``loss_fn`` (see
+            :func:`train_pos_weight`) (default: None = plain BCE).
 
     Shapes:
-        batches: ``x`` (B·65, 3, 5, 5), ``flow`` (B, 3, 28, 28), ``y`` (B,), ``au`` (B, 12).
+        batches: ``x`` (B·65, 3, 5, 5), ``flow`` (B, 3, 28, 28), ``y`` (B,), ``au`` (B, 12),
+        optional ``au_known`` (B, 12).
 
     Returns:
         ``{"loss": mean loss per sample, "n": samples, "lr": last lr, <part>: mean, "extra": mean}``.
@@ -262,11 +341,11 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
     tot, n, parts_sum, extra_sum = 0.0, 0, {}, 0.0
     for batch in tqdm(loader, desc=desc, leave=False, disable=None if progress else True):
         batch = batch.to(device)
-        y, au = _labels(batch, device)
+        y, au, known = _labels(batch, device)
         with autocast(precision, device):
             out = model_forward(model, batch, beta=beta)
         out = outputs_to_float(out)
-        loss, parts = loss_fn(out, y, au, weights=tuple(loss_weights))
+        loss, parts = loss_fn(out, y, au, weights=tuple(loss_weights), au_mask=known, pos_weight=pos_weight)
         if extra_loss is not None:
             ex = extra_loss(model)
             loss = loss + ex
@@ -307,7 +386,8 @@ def train_one_epoch(model, loader, optimizer, *, loss_weights=DEFAULT_LOSS_WEIGH
 @torch.no_grad()
 def evaluate(model, loader, *, num_classes: int, loss_weights=DEFAULT_LOSS_WEIGHTS, beta=None,
              loss_fn=None, class_names: Sequence[str] | None = None,
-             device: str | torch.device = "cpu", progress: bool = False, precision: str = "fp32") -> dict:
+             device: str | torch.device = "cpu", progress: bool = False, precision: str = "fp32",
+             pos_weight: torch.Tensor | None = None) -> dict:
     """Predict every sample of ``loader`` and score it.
 
     Args:
@@ -317,31 +397,34 @@ def evaluate(model, loader, *, num_classes: int, loss_weights=DEFAULT_LOSS_WEIGH
         loss_weights, beta, loss_fn: as in :func:`train_one_epoch`.
         class_names: names for the report (default: indices).
         precision: autocast of the forward pass, ``"fp32"|"bf16"|"fp16"`` (default: ``"fp32"``).
+        pos_weight: AU positive weights of the reported loss (default: None = plain BCE).
 
     Shapes:
         batches as in :func:`train_one_epoch`; outputs below with N = samples.
 
     Returns:
-        dict with ``uf1, uar, acc, loss`` (floats), ``au_f1`` (mean, or None when the
-        model has no AU head), ``au_f1_per_au``, ``report`` (see
+        dict with ``uf1, uar, acc, loss`` (floats), ``au_f1`` (mean over the AUs counted, or
+        None when the model has no AU head), ``au_f1_per_au``, ``au_threshold`` (the rule:
+        present when sigmoid ≥ :data:`AU_THRESHOLD`), ``au_labels_known`` (known AU labels
+        scored), ``report`` (see
         :func:`~psyau_graph.train.metrics.classification_report`), and per sample:
-        ``y_true (N,), y_pred (N,), probabilities (N, C), au_true (N, 12), au_prob
-        (N, 12) | None`` (numpy) and ``subjects, datasets, clips`` (lists of str, when
+        ``y_true (N,), y_pred (N,), probabilities (N, C), au_true (N, 12), au_known (N, 12),
+        au_prob (N, 12) | None`` (numpy) and ``subjects, datasets, clips`` (lists of str, when
         the items carry them). AU probabilities come from the GAT head when present,
-        else from the AFE head.
+        else from the AFE head. AU F1 counts known labels only.
     """
     loss_fn = loss_fn or _default_loss_fn()
     model.eval()
-    ys, probs, aus, au_probs = [], [], [], []
+    ys, probs, aus, knowns, au_probs = [], [], [], [], []
     meta = {"subjects": [], "datasets": [], "clips": []}
     tot, n = 0.0, 0
     for batch in tqdm(loader, desc="eval", leave=False, disable=None if progress else True):
         batch = batch.to(device)
-        y, au = _labels(batch, device)
+        y, au, known = _labels(batch, device)
         with autocast(precision, device):
             out = model_forward(model, batch, beta=beta)
         out = outputs_to_float(out)
-        loss, _ = loss_fn(out, y, au, weights=tuple(loss_weights))
+        loss, _ = loss_fn(out, y, au, weights=tuple(loss_weights), au_mask=known, pos_weight=pos_weight)
         tot += float(loss) * len(y)
         n += len(y)
         if out.logits.shape[-1] != num_classes:
@@ -349,6 +432,7 @@ def evaluate(model, loader, *, num_classes: int, loss_weights=DEFAULT_LOSS_WEIGH
         ys.append(y.cpu())
         probs.append(torch.softmax(out.logits.float(), -1).cpu())
         aus.append(au.cpu())
+        knowns.append(torch.ones_like(au).cpu() if known is None else known.cpu())
         au_logits = out.au_gat if getattr(out, "au_gat", None) is not None else getattr(out, "au_afe", None)
         au_probs.append(None if au_logits is None else torch.sigmoid(au_logits.float()).cpu())
         for key, attr in (("subjects", "subject"), ("datasets", "dataset"), ("clips", "clip")):
@@ -361,14 +445,16 @@ def evaluate(model, loader, *, num_classes: int, loss_weights=DEFAULT_LOSS_WEIGH
     p = torch.cat(probs).numpy()
     y_pred = p.argmax(1)
     au_true = torch.cat(aus).numpy()
+    au_known = torch.cat(knowns).numpy()
     au_prob = None if any(a is None for a in au_probs) else torch.cat(au_probs).numpy()
     rep = classification_report(y_true, y_pred, num_classes, class_names)
-    au = _au_f1(au_true, au_prob) if au_prob is not None else None
+    au = _au_f1(au_true, au_prob, threshold=AU_THRESHOLD, mask=au_known) if au_prob is not None else None
     res = {
         "uf1": rep["uf1"], "uar": rep["uar"], "acc": rep["acc"], "loss": tot / n,
         "au_f1": None if au is None else au["mean"], "au_f1_per_au": None if au is None else au["per_au"],
+        "au_threshold": AU_THRESHOLD, "au_labels_known": int(au_known.sum()),
         "report": rep, "y_true": y_true, "y_pred": y_pred, "probabilities": p,
-        "au_true": au_true, "au_prob": au_prob,
+        "au_true": au_true, "au_known": au_known, "au_prob": au_prob,
     }
     for k, v in meta.items():
         res[k] = v if len(v) == n else None
@@ -396,7 +482,7 @@ def _make_beta_schedule(config: TrainConfig):
 
 
 _RESUME_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "warmup_epochs", "beta_schedule", "beta0", "seed",
-                "grad_clip", "loss_weights", "select", "precision")
+                "grad_clip", "loss_weights", "select", "precision", "au_pos_weight")
 
 
 def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=None, resume: bool = False,
@@ -406,7 +492,8 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
 
     Args:
         model: network (already built, ideally right after :func:`seed_everything`).
-        train_set: sequence of PyG ``Data`` items.
+        train_set: sequence of PyG ``Data`` items (its known AU labels give the AU positive
+            weights, see ``TrainConfig.au_pos_weight``).
         config: :class:`TrainConfig`.
         val_set: optional validation items, evaluated after every epoch (``val_*`` in the
             history); with ``config.select == "val"`` the best-UF1 epoch is restored.
@@ -431,6 +518,9 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
     t0 = time.perf_counter()
     device = torch.device(config.device)
     model.to(device)
+    pos_weight = train_pos_weight(train_set, config.au_pos_weight)
+    if pos_weight is not None:
+        pos_weight = pos_weight.to(device)
     seed_everything(config.seed)
     loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed,
                          num_workers=config.num_workers)
@@ -450,7 +540,9 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
         raise ValueError("resume=True needs a checkpoint_dir")
     if resume and ckpt_path.is_file():
         ck = load_checkpoint(ckpt_path)
-        saved = ck.get("train_config", {})
+        saved = dict(ck.get("train_config", {}))
+        if saved:
+            saved.setdefault("au_pos_weight", "none")  # written before the option: trained with plain BCE
         cur = dataclasses.asdict(config)
         diff = {k: (saved.get(k), cur[k]) for k in _RESUME_KEYS
                 if k in saved and _norm(saved.get(k)) != _norm(cur[k])}
@@ -478,7 +570,8 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
             rec = train_one_epoch(model, loader, optimizer, loss_weights=loss_weights, beta=beta,
                                   extra_loss=extra_loss, scheduler=scheduler, loss_fn=loss_fn,
                                   grad_clip=config.grad_clip, device=device, progress=config.progress,
-                                  desc=f"epoch {epoch + 1}", precision=config.precision, scaler=scaler)
+                                  desc=f"epoch {epoch + 1}", precision=config.precision, scaler=scaler,
+                                  pos_weight=pos_weight)
             if beta_sched is not None:
                 beta_sched.step()
             last_beta = beta
@@ -486,7 +579,7 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
             if val_loader is not None:
                 ev = evaluate(model, val_loader, num_classes=num_classes, loss_weights=loss_weights, beta=beta,
                               loss_fn=loss_fn, class_names=class_names, device=device,
-                              precision=config.precision)
+                              precision=config.precision, pos_weight=pos_weight)
                 rec.update({f"val_{k}": ev[k] for k in ("loss", "uf1", "uar", "acc", "au_f1")})
                 score = ev["uf1"] if not math.isnan(ev["uf1"]) else -math.inf
                 if config.select == "val" and score > best_uf1:
@@ -512,7 +605,8 @@ def fit(model, train_set, config: TrainConfig, *, val_set=None, checkpoint_dir=N
     else:
         best_epoch = config.epochs
     return FitResult(history=history, beta=last_beta, best_epoch=best_epoch, resumed_from=resumed_from,
-                     train_time_s=time.perf_counter() - t0)
+                     train_time_s=time.perf_counter() - t0,
+                     au_pos_weight=None if pos_weight is None else [float(w) for w in pos_weight.cpu()])
 
 
 def _norm(v):

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from ..progress import LineProgress
 from .checkpoint import save_checkpoint
-from .fit import TrainConfig, evaluate, fit, make_loader, model_forward, seed_everything
+from .fit import AU_THRESHOLD, TrainConfig, evaluate, fit, make_loader, model_forward, seed_everything
 from .metrics import au_f1, classification_report
 
 __all__ = ["parse_protocol", "make_folds", "run_protocol", "atomic_write_text", "to_jsonable"]
@@ -317,10 +317,18 @@ def _pooled(preds: list[dict], num_classes: int, class_names) -> dict:
     yp = np.concatenate([p["y_pred"] for p in preds])
     rep = classification_report(yt, yp, num_classes, class_names)
     if all(p.get("au_prob") is not None for p in preds):
-        au = au_f1(np.concatenate([p["au_true"] for p in preds]), np.concatenate([p["au_prob"] for p in preds]))
+        # a fold saved before AU masks were recorded has no au_known: all its labels count as known
+        known = np.concatenate([np.ones_like(p["au_true"]) if p.get("au_known") is None else p["au_known"]
+                                for p in preds])
+        au = au_f1(np.concatenate([p["au_true"] for p in preds]), np.concatenate([p["au_prob"] for p in preds]),
+                   threshold=AU_THRESHOLD, mask=known)
         rep["au_f1"], rep["au_f1_per_au"] = au["mean"], au["per_au"]
+        rep["au_labels_known"], rep["au_labels"] = int(known.sum()), int(known.size)
     else:
         rep["au_f1"], rep["au_f1_per_au"] = None, None
+    rep["au_f1_rule"] = (f"an AU is present when sigmoid(logit) >= {AU_THRESHOLD} (GAT head, else AFE head); "
+                         "F1 per AU over the known labels of the pooled test predictions, mean over the AUs "
+                         "present in truth or prediction")
     return rep
 
 
@@ -393,14 +401,16 @@ def run_protocol(dataset, protocol: str, model_config, train_config: TrainConfig
         ev = evaluate(model, make_loader(test_set, train_config.batch_size, shuffle=False), num_classes=num_classes,
                       loss_weights=train_config.loss_weights or getattr(mcfg, "loss_weights", (0.2, 0.8, 0.8)),
                       beta=res.beta, loss_fn=loss_fn, class_names=class_names, device=train_config.device,
-                      precision=train_config.precision)
+                      precision=train_config.precision,
+                      pos_weight=None if res.au_pos_weight is None else torch.tensor(res.au_pos_weight))
         test_idx = np.asarray(fold["test"])
         pred = {"index": test_idx, "y_true": ev["y_true"], "y_pred": ev["y_pred"], "probabilities": ev["probabilities"],
-                "au_true": ev["au_true"], "au_prob": ev["au_prob"]}
+                "au_true": ev["au_true"], "au_known": ev["au_known"], "au_prob": ev["au_prob"]}
         summary = {"name": fold["name"], "fold": k + 1, "n_train": int(len(tr)), "n_val": 0 if va is None else int(len(va)),
                    "n_test": int(len(test_idx)), "val_subjects": val_subj,
                    "test_subjects": sorted(set(all_subjects[i] for i in test_idx)),
                    "best_epoch": res.best_epoch, "train_time_s": res.train_time_s, **_fold_metrics(ev),
+                   "au_pos_weight": res.au_pos_weight,
                    "f1_classes": ev["report"]["f1_classes"]}
         atomic_write_text(done, json.dumps(to_jsonable({"summary": summary, "history": res.history, "pred": pred})))
         fold_records.append(to_jsonable(summary))
