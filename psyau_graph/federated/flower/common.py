@@ -20,6 +20,7 @@ key                     meaning
 ``data``                simulation only: the cache every virtual node partitions
 ``out``                 server side: folder for metrics.json/csv and plots
 ``timeout``             seconds the server waits for replies per round
+``grid-poll-interval``  seconds between the server's pulls for replies (0 = the Grid's own)
 ``dp-noise-multiplier`` σ of client-level DP (0 = off); ``dp-clipping-norm``, ``dp-delta``
 ======================  ==============================================
 
@@ -40,18 +41,20 @@ _CFG_KEYS = {f.name: f.name.replace("_", "-") for f in fields(FederatedConfig)
 
 
 def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out: str = "",
-                  repeat: int = 0, timeout: float = 600.0) -> dict:
+                  repeat: int = 0, timeout: float = 600.0, grid_poll_interval: float = 0.0) -> dict:
     """Flat Flower run config for ``cfg`` (values are str/int/float/bool only)."""
     rc = {key: getattr(cfg, name) for name, key in _CFG_KEYS.items()}
     rc.update({"task": json.dumps(task_spec), "data": str(data), "out": str(out),
                "repeat": int(repeat), "timeout": float(timeout),
+               "grid-poll-interval": float(grid_poll_interval),
                "exclude-prefixes": ",".join(cfg.exclude_prefixes),
                "min-clients": "all" if cfg.min_clients is None else str(cfg.min_clients)})
     return rc
 
 
 def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
-    """``(config, task_spec, extras)`` from a run config; ``extras`` has data/out/repeat/timeout."""
+    """``(config, task_spec, extras)`` from a run config; ``extras`` has data/out/repeat/timeout
+    and grid_poll_interval."""
     kw = {}
     for name, key in _CFG_KEYS.items():
         if key in rc:
@@ -72,5 +75,6 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
     cfg = FederatedConfig(**kw)
     task_spec = json.loads(str(rc.get("task", '{"name": "fedpsyau"}')))
     extras = {"data": str(rc.get("data", "")), "out": str(rc.get("out", "")),
-              "repeat": int(rc.get("repeat", 0)), "timeout": float(rc.get("timeout", 600.0))}
+              "repeat": int(rc.get("repeat", 0)), "timeout": float(rc.get("timeout", 600.0)),
+              "grid_poll_interval": float(rc.get("grid-poll-interval", 0.0))}
     return cfg, task_spec, extras

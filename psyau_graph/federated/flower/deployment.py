@@ -131,10 +131,24 @@ class LocalDeployment:
             :mod:`~psyau_graph.federated.flower.warm_exec` executor, started and stopped
             here, that forks a pre-imported process per message instead of Flower's
             fresh ``flwr-clientapp`` process (``docs/federated.md``).
+        poll_interval: warm mode only (default: ``0.1``): seconds between polls on the
+            message path, set through every knob Flower offers (the ServerApp's reply
+            polling via the run config ``grid-poll-interval``, SuperExec's
+            ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) and, for the SuperNode's hard-coded
+            waits, by starting SuperNodes with the opt-in launcher
+            :mod:`~psyau_graph.federated.flower.fast_supernode` (which refuses to start on
+            Flower code it was not checked against). ``None``: Flower's own waits.
+        threads_per_node: torch/OpenMP threads of each node's ClientApp processes (default:
+            the machine's CPU count divided by the number of nodes, at least 1, unless
+            ``OMP_NUM_THREADS`` is set already): the nodes share one machine here.
+
+    After :meth:`start`, :attr:`launch` describes how the processes were started (also
+    added to every :meth:`run` result as ``"deployment"``).
     """
 
     def __init__(self, work_dir: str | Path, node_data: list[str | Path], *, tls: bool = False,
-                 startup_timeout: float = 60.0, warm: bool = False):
+                 startup_timeout: float = 60.0, warm: bool = False,
+                 poll_interval: float | None = 0.1, threads_per_node: int | None = None):
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.node_data = [str(p) for p in node_data]
@@ -146,6 +160,17 @@ class LocalDeployment:
         # flwr-clientapp) by name: put this interpreter's bin folder first on PATH
         self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
                                             self.env.get("PATH", "")])
+        if threads_per_node is None and "OMP_NUM_THREADS" not in self.env:
+            threads_per_node = max(1, (os.cpu_count() or 1) // max(1, len(self.node_data)))
+        if threads_per_node is not None:
+            self.env["OMP_NUM_THREADS"] = str(int(threads_per_node))
+        self.poll_interval = float(poll_interval) if (self.warm and poll_interval) else None
+        if self.poll_interval is not None:
+            self.env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(self.poll_interval)
+        self.launch = {"warm": self.warm, "tls": self.tls,
+                       "omp_num_threads": self.env.get("OMP_NUM_THREADS"),
+                       "poll_interval_s": self.poll_interval,
+                       "supernode_launcher": "flower-supernode"}
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self._seen: set[int] = set()
         self.port: int | None = None
@@ -190,6 +215,13 @@ class LocalDeployment:
         else:
             link += ["--insecure"]
             node_sec = ["--insecure"]
+        supernode = [_bin("flower-supernode")]
+        if self.poll_interval is not None:
+            from . import fast_supernode
+            self.launch.update(supernode_launcher="psyau_graph.federated.flower.fast_supernode",
+                               patched=fast_supernode.patch_report(self.poll_interval))
+            supernode = [sys.executable, "-m", "psyau_graph.federated.flower.fast_supernode",
+                         "--poll-interval", str(self.poll_interval), "--"]
         sl = self._spawn("superlink", link)
         self._wait_port(self.port, "superlink", sl)
         for i, path in enumerate(self.node_data):
@@ -197,7 +229,7 @@ class LocalDeployment:
             node_cfg = f"data-path={json.dumps(path)} partition-id={i} num-partitions={len(self.node_data)}"
             isolation = ["--isolation", "process"] if self.warm else []
             sn = self._spawn(f"supernode{i}", [
-                _bin("flower-supernode"), *node_sec, "--superlink", f"127.0.0.1:{self.port}",
+                *supernode, *node_sec, "--superlink", f"127.0.0.1:{self.port}",
                 "--host", "127.0.0.1", "--port", str(nport), "--node-config", node_cfg,
                 "--max-retries", "20", "--max-wait-time", "60", *isolation])
             self._wait_port(nport, f"supernode{i}", sn)
@@ -286,7 +318,8 @@ class LocalDeployment:
             timeout: float = 900.0, repeat: int = 0) -> dict:
         """``flwr run`` the app with ``config``; wait (bounded) for the server's ``metrics.json``."""
         out = Path(out_dir).resolve()
-        rc = to_run_config(config, task_spec, out=str(out), repeat=repeat, timeout=timeout)
+        rc = to_run_config(config, task_spec, out=str(out), repeat=repeat, timeout=timeout,
+                           grid_poll_interval=self.poll_interval or 0.0)
         rc_file = self.work / "run_config.toml"
         rc_file.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in rc.items()) + "\n")
         metrics = out / "metrics.json"
@@ -324,5 +357,6 @@ class LocalDeployment:
                     runner.wait(timeout=10)
         res = json.loads(metrics.read_text())
         res["engine"] = "deployment"
+        res["deployment"] = dict(self.launch)
         res["client_wall_time"] = time.perf_counter() - t0
         return res

@@ -20,6 +20,7 @@ from ..results import summarize
 from ..run import write_outputs
 from ..task import make_task
 from .common import from_run_config
+from .polling_grid import PollingGrid
 from ..privacy import privacy_report, wrap_dp
 from ..run import RoundFailed
 from .strategy import ClientCrashed, make_strategy
@@ -61,6 +62,8 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         if cfg.dp_noise_multiplier > 0:
             strategy = wrap_dp(inner, noise_multiplier=cfg.dp_noise_multiplier,
                                clipping_norm=cfg.dp_clipping_norm, num_clients=cfg.clients)
+        if extras["grid_poll_interval"] > 0:
+            grid = PollingGrid(grid, extras["grid_poll_interval"])
         t0 = time.perf_counter()
         try:
             strategy.start(grid=grid, initial_arrays=ArrayRecord(core.select(init, keys)),
