@@ -148,7 +148,9 @@ def test_warm_clientapps_over_tls_two_rounds(tmp_path):
     assert res["deployment"]["poll_interval_s"] == 0.1
     assert res["deployment"]["patched"]["flwr"] == __import__("flwr").__version__
     assert dep.env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.1"
-    assert (tmp_path / "run" / "run_config.toml").read_text().count("grid-poll-interval = 0.1") == 1
+    run_config = (tmp_path / "run" / "run_config.toml").read_text()
+    assert "grid-poll-interval = 0.1" in run_config and "pack-arrays = true" in run_config
+    assert res["deployment"]["pack_arrays"] is True  # tensors crossed packed, per dtype
     procs = {line for c in seen_cmdlines for line in c.splitlines()}
     progs = [line.split()[:2] for line in procs]
     assert any("psyau_graph.federated.flower.warm_exec" in line for line in procs)

@@ -96,6 +96,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--warm-clientapps", action="store_true",
                    help="deployment: SuperNodes in process isolation with a warm executor each "
                         "(a pre-imported process forked per message, no flwr-clientapp start-up)")
+    p.add_argument("--poll-interval", type=float, default=0.1,
+                   help="deployment with --warm-clientapps: seconds between polls on the message "
+                        "path (ServerApp, SuperExec, and the SuperNodes through the checked "
+                        "fast_supernode launcher); 0 = Flower's own waits (default: 0.1)")
     p.set_defaults(func=run)
     return p
 
@@ -170,7 +174,11 @@ def _run_strategies(args, configs, task, task_spec, common, out) -> int:
     from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
     from psyau_graph.federated.run import FederatedRun, write_outputs
 
-    records, engines = [], {}
+    if not (args.poll_interval == 0 or 0.01 <= args.poll_interval <= 3.0):
+        print(f"psyau federate: error: --poll-interval must be 0 or between 0.01 and 3 seconds, "
+              f"got {args.poll_interval}", file=sys.stderr)
+        return 2
+    records, engines, deployments = [], {}, {}
     dataset = None
     for s, cfg in configs.items():
         engine = "inprocess" if s == "local" or s in INPROCESS_ONLY else args.engine
@@ -199,7 +207,9 @@ def _run_strategies(args, configs, task, task_spec, common, out) -> int:
             from psyau_graph.federated.flower.deployment import LocalDeployment
             recs = []
             with LocalDeployment(out / s / "deployment", args.node_data, tls=args.tls,
-                                 warm=args.warm_clientapps) as dep:
+                                 warm=args.warm_clientapps,
+                                 poll_interval=args.poll_interval or None) as dep:
+                deployments[s] = dep.launch
                 for r in range(cfg.repeats):
                     res = dep.run(cfg, task_spec, out / s / f"repeat{r}", repeat=r)
                     for rec in res["records"]:
@@ -210,8 +220,9 @@ def _run_strategies(args, configs, task, task_spec, common, out) -> int:
             write_outputs(res, out / s)
         records += res["records"]
     summary = summarize(records)
+    extra = {"deployment": deployments} if deployments else {}
     write_json(out / "summary.json", {"engines": engines, "summary": summary,
-                                      "config": {k: v for k, v in common.items()}})
+                                      "config": {k: v for k, v in common.items()}, **extra})
     write_csv(out / "metrics.csv", records)
     from psyau_graph.federated.plots import plot_clients, plot_loss
     plot_clients(records, out / "clients_uf1_uar.png")

@@ -12,6 +12,10 @@ What persists on the client between rounds lives in ``Context.state``: the full 
 model state (``"local-state"``, an ``ArrayRecord`` — this is where the BatchNorm
 statistics kept local under FedBN, and any non-shared tensor, survive between rounds).
 
+When the server packs a message's arrays into one tensor per dtype (run config
+``pack-arrays``, :mod:`~psyau_graph.federated.flower.packing`), the ClientApp unpacks them
+and packs its train reply the same way.
+
 What crosses the wire in a reply: an ``ArrayRecord`` of the shared tensors (train) and a
 ``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``); or,
 when local training raised a declared failure (:data:`~psyau_graph.federated.client.DECLARED_FAILURES`),
@@ -30,6 +34,7 @@ from ..client import (DECLARED_FAILURES, ClientData, client_data, initial_state,
 from ...train.memory import keep_freed_memory
 from ..task import make_task
 from .common import from_run_config
+from .packing import pack_content, unpack_content
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        packed = unpack_content(msg.content)  # the server packed the arrays: reply packed
         cfg, task, data, client, extras = _setup(context, spec)
         rnd = int(msg.content["config"]["server-round"])
         if "proximal-mu" in msg.content["config"]:  # sent by Flower's FedProx (and PFedProx)
@@ -97,11 +103,14 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
                                 "train_loss": float(m["train_loss"]),
                                 "client-index": int(client),
                                 "dp-weight": 1})  # uniform weight, used only in DP mode
-        return Message(RecordDict({"arrays": ArrayRecord(shared_out), "metrics": metrics}),
-                       reply_to=msg)
+        content = RecordDict({"arrays": ArrayRecord(shared_out), "metrics": metrics})
+        if packed:
+            pack_content(content)
+        return Message(content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        unpack_content(msg.content)
         cfg, task, data, client, extras = _setup(context, spec)
         shared_in = msg.content["arrays"].to_torch_state_dict()
         full = _local_state(context, task, cfg, extras)

@@ -21,6 +21,7 @@ key                     meaning
 ``out``                 server side: folder for metrics.json/csv and plots
 ``timeout``             seconds the server waits for replies per round
 ``grid-poll-interval``  seconds between the server's pulls for replies (0 = the Grid's own)
+``pack-arrays``         send each message's tensors as one array per dtype (deployment)
 ``dp-noise-multiplier`` σ of client-level DP (0 = off); ``dp-clipping-norm``, ``dp-delta``
 ======================  ==============================================
 
@@ -41,12 +42,13 @@ _CFG_KEYS = {f.name: f.name.replace("_", "-") for f in fields(FederatedConfig)
 
 
 def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out: str = "",
-                  repeat: int = 0, timeout: float = 600.0, grid_poll_interval: float = 0.0) -> dict:
+                  repeat: int = 0, timeout: float = 600.0, grid_poll_interval: float = 0.0,
+                  pack_arrays: bool = False) -> dict:
     """Flat Flower run config for ``cfg`` (values are str/int/float/bool only)."""
     rc = {key: getattr(cfg, name) for name, key in _CFG_KEYS.items()}
     rc.update({"task": json.dumps(task_spec), "data": str(data), "out": str(out),
                "repeat": int(repeat), "timeout": float(timeout),
-               "grid-poll-interval": float(grid_poll_interval),
+               "grid-poll-interval": float(grid_poll_interval), "pack-arrays": bool(pack_arrays),
                "exclude-prefixes": ",".join(cfg.exclude_prefixes),
                "min-clients": "all" if cfg.min_clients is None else str(cfg.min_clients)})
     return rc
@@ -54,7 +56,7 @@ def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out:
 
 def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
     """``(config, task_spec, extras)`` from a run config; ``extras`` has data/out/repeat/timeout
-    and grid_poll_interval."""
+    and grid_poll_interval, pack_arrays."""
     kw = {}
     for name, key in _CFG_KEYS.items():
         if key in rc:
@@ -76,5 +78,6 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
     task_spec = json.loads(str(rc.get("task", '{"name": "fedpsyau"}')))
     extras = {"data": str(rc.get("data", "")), "out": str(rc.get("out", "")),
               "repeat": int(rc.get("repeat", 0)), "timeout": float(rc.get("timeout", 600.0)),
-              "grid_poll_interval": float(rc.get("grid-poll-interval", 0.0))}
+              "grid_poll_interval": float(rc.get("grid-poll-interval", 0.0)),
+              "pack_arrays": str(rc.get("pack-arrays", False)).lower() in ("true", "1")}
     return cfg, task_spec, extras

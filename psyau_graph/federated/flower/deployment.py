@@ -137,7 +137,10 @@ class LocalDeployment:
             ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) and, for the SuperNode's hard-coded
             waits, by starting SuperNodes with the opt-in launcher
             :mod:`~psyau_graph.federated.flower.fast_supernode` (which refuses to start on
-            Flower code it was not checked against). ``None``: Flower's own waits.
+            Flower code it was not checked against); with it, each message's tensors
+            travel packed as one array per dtype (run config ``pack-arrays``,
+            :mod:`~psyau_graph.federated.flower.packing`). ``None``: Flower's own waits
+            and one object per tensor.
         threads_per_node: torch/OpenMP threads of each node's ClientApp processes (default:
             the machine's CPU count divided by the number of nodes, at least 1, unless
             ``OMP_NUM_THREADS`` is set already): the nodes share one machine here.
@@ -167,7 +170,8 @@ class LocalDeployment:
         self.poll_interval = float(poll_interval) if (self.warm and poll_interval) else None
         if self.poll_interval is not None:
             self.env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(self.poll_interval)
-        self.launch = {"warm": self.warm, "tls": self.tls,
+        self.pack_arrays = self.poll_interval is not None
+        self.launch = {"warm": self.warm, "tls": self.tls, "pack_arrays": self.pack_arrays,
                        "omp_num_threads": self.env.get("OMP_NUM_THREADS"),
                        "poll_interval_s": self.poll_interval,
                        "supernode_launcher": "flower-supernode"}
@@ -319,7 +323,8 @@ class LocalDeployment:
         """``flwr run`` the app with ``config``; wait (bounded) for the server's ``metrics.json``."""
         out = Path(out_dir).resolve()
         rc = to_run_config(config, task_spec, out=str(out), repeat=repeat, timeout=timeout,
-                           grid_poll_interval=self.poll_interval or 0.0)
+                           grid_poll_interval=self.poll_interval or 0.0,
+                           pack_arrays=self.pack_arrays)
         rc_file = self.work / "run_config.toml"
         rc_file.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in rc.items()) + "\n")
         metrics = out / "metrics.json"

@@ -37,6 +37,8 @@ import math
 import sys
 import time as _time
 
+from ...errors import PsyauError
+
 #: Flower versions whose ``start_client_internal.py`` was read and matched the table above
 CHECKED_FLWR_VERSIONS = ("1.42.0",)
 #: (enclosing function path, seconds) of every ``time.sleep`` call expected in the module
@@ -46,8 +48,9 @@ DEFAULT_POLL_INTERVAL = 0.1
 TARGET_MODULE = "flwr.supernode.start_client_internal"
 
 
-class FastSupernodeError(RuntimeError):
-    """The installed Flower is not the code this launcher patches."""
+class FastSupernodeError(PsyauError):
+    """The installed Flower is not the code this launcher patches (fix: Flower's own waits,
+    ``LocalDeployment(poll_interval=None)`` / ``psyau federate --poll-interval 0``)."""
 
 
 class CappedTime:
@@ -106,17 +109,19 @@ def check_patchable(module, version: str) -> None:
     if version not in CHECKED_FLWR_VERSIONS:
         raise FastSupernodeError(
             f"fast_supernode: flwr {version} is installed, but its SuperNode loop was checked "
-            f"only for flwr {', '.join(CHECKED_FLWR_VERSIONS)}; run flower-supernode itself "
-            f"(deployment without the capped polling waits)")
+            f"only for flwr {', '.join(CHECKED_FLWR_VERSIONS)}; use Flower's own waits "
+            f"(psyau federate --poll-interval 0)")
     if getattr(module, "time", None) is not _time:
         raise FastSupernodeError(f"fast_supernode: {name} does not use the time module as "
-                                 f"expected (flwr {version}); not patching")
+                                 f"expected (flwr {version}); not patching (psyau federate "
+                                 f"--poll-interval 0 uses Flower's own waits)")
     uses = _time_uses(inspect.getsource(module))
     expected = sorted((path, "sleep", s) for path, s in EXPECTED_SLEEPS)
     if sorted(uses, key=repr) != sorted(expected, key=repr):
         raise FastSupernodeError(
             f"fast_supernode: {name} of flwr {version} does not match the code this launcher "
-            f"patches: its time uses are {uses}, expected {expected}; not patching")
+            f"patches: its time uses are {uses}, expected {expected}; not patching "
+            f"(psyau federate --poll-interval 0 uses Flower's own waits)")
 
 
 def patch_report(poll_interval: float) -> dict:
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(own)
     try:
         done = patch(args.poll_interval)
-    except (FastSupernodeError, ValueError) as exc:
+    except ValueError as exc:  # FastSupernodeError is one
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(f"fast_supernode: flwr {done['flwr']}: sleeps in {done['module']} capped at "

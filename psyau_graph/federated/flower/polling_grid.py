@@ -8,6 +8,11 @@ engine's ``InMemoryGrid`` polls every 0.1 s. :class:`PollingGrid` wraps any ``Gr
 and implements ``send_and_receive`` with the wrapped grid's public ``push_messages`` and
 ``pull_messages`` (the same loop as Flower's, with the interval as an argument); every
 other call goes to the wrapped grid unchanged. Nothing in Flower is modified.
+
+With ``pack_arrays=True`` it also packs the ``"arrays"`` record of every message it pushes
+into one array per dtype and unpacks every reply it pulls
+(:mod:`~psyau_graph.federated.flower.packing`), so the strategy sees per-tensor records
+while one message crosses each hop as a handful of objects instead of one per tensor.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from typing import Iterable
 
 from flwr.serverapp import Grid
 
+from .packing import pack_content, unpack_content
+
 
 class PollingGrid(Grid):
     """``grid`` with ``send_and_receive`` polling for replies every ``interval`` seconds.
@@ -24,15 +31,17 @@ class PollingGrid(Grid):
     Args:
         grid: the Grid Flower passed to the ServerApp.
         interval: seconds between two pulls while replies are missing (> 0, finite).
+        pack_arrays: pack pushed messages' arrays and unpack replies (default: ``False``).
     """
 
-    def __init__(self, grid: Grid, interval: float):
+    def __init__(self, grid: Grid, interval: float, pack_arrays: bool = False):
         interval = float(interval)
         if not math.isfinite(interval) or interval <= 0:
             raise ValueError(f"grid poll interval must be a finite number of seconds > 0, "
                              f"got {interval!r}")
         self.inner = grid
         self.interval = interval
+        self.pack_arrays = bool(pack_arrays)
 
     # delegated unchanged
     def set_run(self, run) -> None:
@@ -52,20 +61,29 @@ class PollingGrid(Grid):
         return self.inner.get_nodes()
 
     def push_messages(self, messages):
+        if self.pack_arrays:
+            messages = list(messages)
+            for m in messages:
+                pack_content(m.content)
         return self.inner.push_messages(messages)
 
     def pull_messages(self, message_ids):
-        return self.inner.pull_messages(message_ids)
+        replies = list(self.inner.pull_messages(message_ids))
+        if self.pack_arrays:
+            for m in replies:
+                if not m.has_error():
+                    unpack_content(m.content)
+        return replies
 
     def send_and_receive(self, messages: Iterable, *, timeout: float | None = None) -> list:
         """Push ``messages``; pull replies every ``interval`` s until all arrived or
         ``timeout`` seconds passed (``None``: no limit). Returns the replies received."""
-        pending = set(self.inner.push_messages(messages))
+        pending = set(self.push_messages(messages))
         del messages
         end = time.monotonic() + (timeout if timeout is not None else 0.0)
         replies: list = []
         while timeout is None or time.monotonic() < end:
-            got = list(self.inner.pull_messages(pending))
+            got = self.pull_messages(pending)
             replies.extend(got)
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if not pending:

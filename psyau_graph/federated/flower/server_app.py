@@ -62,8 +62,10 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         if cfg.dp_noise_multiplier > 0:
             strategy = wrap_dp(inner, noise_multiplier=cfg.dp_noise_multiplier,
                                clipping_norm=cfg.dp_clipping_norm, num_clients=cfg.clients)
-        if extras["grid_poll_interval"] > 0:
-            grid = PollingGrid(grid, extras["grid_poll_interval"])
+        if extras["grid_poll_interval"] > 0 or extras["pack_arrays"]:
+            # 3.0 s: Flower's HttpGrid interval, when only packing was asked for
+            grid = PollingGrid(grid, extras["grid_poll_interval"] or 3.0,
+                               pack_arrays=extras["pack_arrays"])
         t0 = time.perf_counter()
         try:
             strategy.start(grid=grid, initial_arrays=ArrayRecord(core.select(init, keys)),
