@@ -209,3 +209,17 @@ def test_polling_grid_packs_pushes_and_unpacks_replies():
     arrays = got[0].content["arrays"].to_torch_state_dict()
     assert "pack-layout" not in got[0].content and list(arrays) == ["w", "b"]
     assert torch.equal(arrays["w"], state["w"]) and torch.equal(arrays["b"], state["b"])
+
+
+def test_federate_rejects_a_bad_poll_interval_in_one_line(tmp_path, capsys):
+    from psyau_graph.cli import main
+    from psyau_graph.federated.task import make_toy_data
+
+    toy = make_toy_data(tmp_path / "toy.pt", subjects=4, per_subject=10, seed=0)
+    rc = main(["federate", "--task", "toy", "--data", str(toy), "--clients", "2", "--rounds", "1",
+               "--strategy", "fedavg", "--engine", "deployment", "--node-data", str(tmp_path), str(tmp_path),
+               "--warm-clientapps", "--poll-interval", "7", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert err == ["psyau federate: error: --poll-interval must be 0 or between 0.01 and 3 "
+                   "seconds, got 7.0"]
