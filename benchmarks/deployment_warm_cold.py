@@ -5,7 +5,8 @@ A toy MLP task (so the round holds almost no training and the engine's own cost 
 2 SuperNodes with 60 samples each, FedAvg, R rounds of 1 local epoch; per-round wall time
 measured by the server. First ``LocalDeployment(tls=True, warm=True)`` (SuperNodes in
 ``--isolation process``, one warm executor each forking a pre-imported process per
-message), then ``warm=False`` (the SuperNode's own SuperExec starts ``flwr-clientapp`` per
+message; with its defaults: every poll on the message path at 0.1 s, SuperNodes through
+``fast_supernode``, tensors packed per dtype), then ``warm=False`` (the SuperNode's own SuperExec starts ``flwr-clientapp`` per
 message). Every process is stopped after each run; the JSON records that none was left.
 
 Usage: python benchmarks/deployment_warm_cold.py [--rounds 4]

@@ -5,10 +5,14 @@ Part 1 — 3 clients, the paper's network (FedPsyAU) on a small random clip cach
 R rounds of E local epochs. Per-round wall time measured by the server (train + evaluate
 of all clients, server aggregation). In-process runs the clients one after the other
 (torch with 2 threads, and with 1); simulation runs 2 ClientApp actors (1 CPU, 1 thread
-each) in parallel; deployment runs one SuperNode per client, once with warm ClientApps
-over TLS (``deployment_warm_tls``: process isolation, a forked pre-imported process per
-message) and once in Flower's default mode (``deployment``: a fresh flwr-clientapp per
-message; ``--no-cold-deployment`` skips it). Round 1 is the warm-up (actor/process start, imports);
+each) in parallel; deployment runs one SuperNode per client over TLS, with warm
+ClientApps (``deployment_warm_tls``: process isolation, a forked pre-imported process per
+message, every poll on the message path at 0.1 s, the SuperNodes through
+``fast_supernode``), with warm ClientApps but Flower's own polling waits
+(``deployment_warm_tls_flower_waits``; ``--no-warm-flower-waits`` skips it) and in
+Flower's default mode (``deployment``: a fresh flwr-clientapp per message, Flower's
+waits; ``--no-cold-deployment`` skips it). The warm runs also record each forked
+ClientApp task's wall and CPU seconds (from the warm executors' logs). Round 1 is the warm-up (actor/process start, imports);
 the median and spread are over rounds 2..R. Start-up (Ray / SuperLink + SuperNodes) is
 reported separately. Run twice: a small workload (8 clips per subject, E = 1: a round
 takes a fraction of a second, so fixed per-round costs show) with every engine, and a
@@ -19,7 +23,7 @@ peak resident memory of this process plus every process it spawned (Ray workers)
 sampled every 0.2 s with psutil.
 
 Usage: python benchmarks/federated.py [--rounds 4] [--large-epochs 5] [--sizes 2,4,8,16]
-       [--no-cold-deployment] [--out PATH]
+       [--no-cold-deployment] [--no-warm-flower-waits] [--out PATH]
 Writes benchmarks/results/federated.json.
 """
 from __future__ import annotations
@@ -110,8 +114,24 @@ def split_cache(cache: Path, cfg: FederatedConfig, out: Path) -> list[Path]:
     return folders
 
 
+def _warm_tasks(dep: LocalDeployment) -> dict:
+    """Per-task wall and CPU seconds of the forked ClientApp processes (warm executor logs)."""
+    import re
+    pat = re.compile(r"ended with code (-?\d+) after ([0-9.]+) s wall, ([0-9.]+) s CPU, (\d+) torch")
+    wall, cpu, threads = [], [], set()
+    for i in range(len(dep.node_data)):
+        for m in pat.finditer(dep.log(f"warm-exec{i}")):
+            wall.append(float(m.group(2)))
+            cpu.append(float(m.group(3)))
+            threads.add(int(m.group(4)))
+    if not wall:
+        return {"n": 0}
+    return {"n": len(wall), "wall_s": wall, "cpu_s": cpu, "wall_sum_s": sum(wall),
+            "cpu_sum_s": sum(cpu), "torch_threads": sorted(threads)}
+
+
 def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: bool = True,
-            cold_deployment: bool = True) -> dict:
+            cold_deployment: bool = True, warm_flower_waits: bool = True) -> dict:
     cache = make_cache(tmp / "cache", clients=3, subjects_per_client=2, clips=clips)
     cfg = FederatedConfig(clients=3, rounds=rounds, local_epochs=epochs, strategy="fedavg",
                           lr=1e-3, batch_size=8, repeats=1)
@@ -142,26 +162,37 @@ def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: boo
     if not deployment:
         return _ratios(out)
     labs = split_cache(cache, cfg, tmp / "labs")
-    modes = [("deployment_warm_tls", True, True,
-              "TLS SuperLink<->SuperNode; --isolation process with one warm_exec per SuperNode: "
-              "a pre-imported process forked per message")]
+    modes = [("deployment_warm_tls", True, True, 0.1,
+              "TLS SuperLink<->SuperNode; --isolation process with one warm_exec per SuperNode "
+              "(a pre-imported process forked per message); every poll on the message path at "
+              "0.1 s (ServerApp grid, SuperExec, SuperNode via fast_supernode)")]
+    if warm_flower_waits:
+        modes.append(("deployment_warm_tls_flower_waits", True, True, None,
+                      "as deployment_warm_tls but with Flower's own polling waits (SuperNode 3 s "
+                      "idle / 0.5 s reply, SuperExec 1 s, ServerApp grid 3 s)"))
     if cold_deployment:
-        modes.append(("deployment", False, False,
-                      "each message runs in a fresh flwr-clientapp process "
-                      "(SuperNode subprocess isolation): imports every time"))
-    for name, warm, tls, note in modes:
+        modes.append(("deployment", False, True, None,
+                      "TLS; each message runs in a fresh flwr-clientapp process "
+                      "(SuperNode subprocess isolation): imports every time; Flower's waits"))
+    for name, warm, tls, poll, note in modes:
+        load0 = load_average()
         t0 = time.perf_counter()
         with PeakRSS() as mem:
-            with LocalDeployment(tmp / name, labs, tls=tls, warm=warm, startup_timeout=180) as dep:
+            with LocalDeployment(tmp / name, labs, tls=tls, warm=warm, poll_interval=poll,
+                                 startup_timeout=180) as dep:
                 started = time.perf_counter() - t0
                 res = dep.run(cfg, task_spec, tmp / f"{name}_out", timeout=1800)
+                tasks = _warm_tasks(dep) if warm else None
         out[name] = {**_stats(res["round_times"]), "total_s": time.perf_counter() - t0,
                      "startup_s": started, "peak_rss_mib": mem.peak, "tls": tls, "warm": warm,
-                     "note": note}
+                     "deployment": res.get("deployment"), "note": note,
+                     "load_average_1min": [load0, load_average()]}
+        if tasks is not None:
+            out[name]["clientapp_tasks"] = tasks
         print(name, out[name]["median_s"], flush=True)
-    if "simulation" in out:
-        out["deployment_warm_tls"]["ratio_to_simulation"] = (
-            out["deployment_warm_tls"]["median_s"] / out["simulation"]["median_s"])
+    for k in ("deployment_warm_tls", "deployment_warm_tls_flower_waits", "deployment"):
+        if k in out and "simulation" in out:
+            out[k]["ratio_to_simulation"] = out[k]["median_s"] / out["simulation"]["median_s"]
     return _ratios(out)
 
 
@@ -170,7 +201,8 @@ def _ratios(out: dict) -> dict:
     # can be much slower than 1)
     base = min(out["inprocess"]["median_s"], out["inprocess_1thread"]["median_s"])
     out["inprocess_baseline_s"] = base
-    for k in ("inprocess", "inprocess_1thread", "simulation", "deployment", "deployment_warm_tls"):
+    for k in ("inprocess", "inprocess_1thread", "simulation", "deployment", "deployment_warm_tls",
+              "deployment_warm_tls_flower_waits"):
         if k in out:
             out[k]["ratio_to_inprocess"] = out[k]["median_s"] / base
     return out
@@ -202,6 +234,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="2,4,8,16", help="client counts of part 2 ('' skips it)")
     ap.add_argument("--no-cold-deployment", action="store_true",
                     help="skip the deployment run with per-message flwr-clientapp processes")
+    ap.add_argument("--no-warm-flower-waits", action="store_true",
+                    help="skip the warm deployment run with Flower's own polling waits")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
     args = ap.parse_args()
     start_load = load_average()
@@ -215,7 +249,8 @@ def main() -> int:
             "config": {"rounds": args.rounds, "local_epochs": args.epochs, "clients": 3,
                        "model": "FedPsyAU (paper network), 48 random clips (16 per client)"},
             "engines": engines(tmp / "small", args.rounds, args.epochs,
-                               cold_deployment=not args.no_cold_deployment),
+                               cold_deployment=not args.no_cold_deployment,
+                               warm_flower_waits=not args.no_warm_flower_waits),
             "config_large": {"rounds": args.rounds, "local_epochs": args.large_epochs, "clients": 3,
                              "model": f"FedPsyAU, {6 * args.large_clips} random clips "
                                       f"({2 * args.large_clips} per client); no deployment run"},

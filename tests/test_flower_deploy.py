@@ -135,8 +135,22 @@ def test_warm_clientapps_over_tls_two_rounds(tmp_path):
     sampler.join(timeout=10)
     assert dep.alive() == []
     assert all(p.poll() is not None for _, p in dep.procs)
-    assert "--insecure" not in " ".join(" ".join(p.args) for _, p in dep.procs if "superlink" in p.args[0]
-                                        or "supernode" in p.args[0])
+    node_cmds = [" ".join(p.args) for name, p in dep.procs if name.startswith("supernode")]
+    assert "--insecure" not in " ".join(" ".join(p.args) for name, p in dep.procs
+                                        if name.startswith(("superlink", "supernode")))
+    # warm mode's default: SuperNodes through the checked launcher with capped polling
+    # sleeps, every Flower poll interval on the message path at 0.1 s, recorded in the result
+    assert len(node_cmds) == 2
+    assert all("-m psyau_graph.federated.flower.fast_supernode --poll-interval 0.1 --" in c
+               for c in node_cmds)
+    assert all("capped at 0.1 s" in dep.log(f"supernode{i}") for i in (0, 1))
+    assert res["deployment"]["supernode_launcher"] == "psyau_graph.federated.flower.fast_supernode"
+    assert res["deployment"]["poll_interval_s"] == 0.1
+    assert res["deployment"]["patched"]["flwr"] == __import__("flwr").__version__
+    assert dep.env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.1"
+    run_config = (tmp_path / "run" / "run_config.toml").read_text()
+    assert "grid-poll-interval = 0.1" in run_config and "pack-arrays = true" in run_config
+    assert res["deployment"]["pack_arrays"] is True  # tensors crossed packed, per dtype
     procs = {line for c in seen_cmdlines for line in c.splitlines()}
     progs = [line.split()[:2] for line in procs]
     assert any("psyau_graph.federated.flower.warm_exec" in line for line in procs)
@@ -146,6 +160,7 @@ def test_warm_clientapps_over_tls_two_rounds(tmp_path):
     assert all(f"--runtime-api-address 127.0.0.1:{dep.port} " in line + " " for line in superexecs)
     for i in (0, 1):  # each node served its train and evaluate messages by fork, every round
         assert dep.log(f"warm-exec{i}").count("runs in forked pid") >= 2
+        assert dep.log(f"warm-exec{i}").count("ended with code 0 after") >= 2
     assert sorted((r["round"], r["client"]) for r in res["records"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert {r["n_train"] + r["n_test"] for r in res["records"]} == {60}
     assert all(0.0 <= r["uf1"] <= 1.0 for r in res["records"])

@@ -119,6 +119,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--warm-clientapps", action="store_true",
                    help="deployment: SuperNodes in process isolation with a warm executor each "
                         "(a pre-imported process forked per message, no flwr-clientapp start-up)")
+    p.add_argument("--poll-interval", type=float, default=0.1,
+                   help="deployment with --warm-clientapps: seconds between polls on the message "
+                        "path (ServerApp, SuperExec, and the SuperNodes through the checked "
+                        "fast_supernode launcher); 0 = Flower's own waits (default: 0.1)")
     p.set_defaults(func=run)
     return p
 
@@ -264,7 +268,11 @@ def _run_strategies(args, configs, task, task_spec, common, out, deploy_security
     from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
     from psyau_graph.federated.run import FederatedRun, write_outputs
 
-    records, engines, security = [], {}, {}
+    if not (args.poll_interval == 0 or 0.01 <= args.poll_interval <= 3.0):
+        print(f"psyau federate: error: --poll-interval must be 0 or between 0.01 and 3 seconds, "
+              f"got {args.poll_interval}", file=sys.stderr)
+        return 2
+    records, engines, security, deployments = [], {}, {}, {}
     dataset = None
     for s, cfg in configs.items():
         engine = "inprocess" if s == "local" or s in INPROCESS_ONLY else args.engine
@@ -298,8 +306,10 @@ def _run_strategies(args, configs, task, task_spec, common, out, deploy_security
             from psyau_graph.federated.flower.deployment import LocalDeployment
             recs = []
             with LocalDeployment(out / s / "deployment", args.node_data,
-                                 warm=args.warm_clientapps, **(deploy_security or {})) as dep:
+                                 warm=args.warm_clientapps, poll_interval=args.poll_interval or None,
+                                 **(deploy_security or {})) as dep:
                 security[s] = dep.security()
+                deployments[s] = dep.launch
                 for r in range(cfg.repeats):
                     folder = out / s / f"repeat{r}"
                     res = _flower_split(args, cfg, folder, r, lambda resume, folder=folder, r=r, cfg=cfg:
@@ -315,6 +325,8 @@ def _run_strategies(args, configs, task, task_spec, common, out, deploy_security
     doc = {"engines": engines, "summary": summary, "config": {k: v for k, v in common.items()}}
     if security:  # deployment: TLS, node authentication, registered key fingerprints per strategy
         doc["security"] = security
+    if deployments:  # deployment: how the SuperNodes and ClientApps were started
+        doc["deployment"] = deployments
     write_json(out / "summary.json", doc)
     write_csv(out / "metrics.csv", records)
     from psyau_graph.federated.plots import plot_clients, plot_loss

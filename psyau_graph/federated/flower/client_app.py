@@ -24,6 +24,10 @@ restores its newest file of a round ≤ ``r - 1`` and stops with an error naming
 folder if there is none (starting over from the initial model would silently change
 the results). A fresh run (``resumed-from = 0``) never reads these files.
 
+When the server packs a message's arrays into one tensor per dtype (run config
+``pack-arrays``, :mod:`~psyau_graph.federated.flower.packing`), the ClientApp unpacks them
+and packs its train reply the same way.
+
 What crosses the wire in a reply: an ``ArrayRecord`` of the shared tensors (train) and a
 ``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``); or,
 when local training raised a declared failure (:data:`~psyau_graph.federated.client.DECLARED_FAILURES`),
@@ -44,6 +48,7 @@ from ..client import (DECLARED_FAILURES, ClientData, client_data, initial_state,
 from ...train.memory import keep_freed_memory
 from ..task import make_task
 from .common import from_run_config
+from .packing import pack_content, unpack_content
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +142,7 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
+        packed = unpack_content(msg.content)  # the server packed the arrays: reply packed
         cfg, task, data, client, extras = _setup(context, spec)
         rnd = int(msg.content["config"]["server-round"])
         if "proximal-mu" in msg.content["config"]:  # sent by Flower's FedProx (and PFedProx)
@@ -163,11 +169,14 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
                                 "train_loss": float(m["train_loss"]),
                                 "client-index": int(client),
                                 "dp-weight": 1})  # uniform weight, used only in DP mode
-        return Message(RecordDict({"arrays": ArrayRecord(shared_out), "metrics": metrics}),
-                       reply_to=msg)
+        content = RecordDict({"arrays": ArrayRecord(shared_out), "metrics": metrics})
+        if packed:
+            pack_content(content)
+        return Message(content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        unpack_content(msg.content)
         cfg, task, data, client, extras = _setup(context, spec)
         conf = msg.content["config"]
         shared_in = msg.content["arrays"].to_torch_state_dict()

@@ -23,6 +23,8 @@ key                     meaning
 ``resume``              server: continue from ``out/federation_state.pt``
 ``client-state``        simulation: folder where clients keep their local state
                         (deployment: each node's own ``state-dir`` node config)
+``grid-poll-interval``  seconds between the server's pulls for replies (0 = the Grid's own)
+``pack-arrays``         send each message's tensors as one array per dtype (deployment)
 ``dp-noise-multiplier`` σ of client-level DP (0 = off); ``dp-clipping-norm``, ``dp-delta``
 ======================  ==============================================
 
@@ -46,12 +48,14 @@ _CFG_KEYS = {f.name: f.name.replace("_", "-") for f in fields(FederatedConfig)
 
 def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out: str = "",
                   repeat: int = 0, timeout: float = 600.0, resume: bool = False,
-                  client_state: str = "") -> dict:
+                  client_state: str = "", grid_poll_interval: float = 0.0,
+                  pack_arrays: bool = False) -> dict:
     """Flat Flower run config for ``cfg`` (values are str/int/float/bool only)."""
     rc = {key: getattr(cfg, name) for name, key in _CFG_KEYS.items()}
     rc.update({"task": json.dumps(task_spec), "data": str(data), "out": str(out),
                "repeat": int(repeat), "timeout": float(timeout), "resume": bool(resume),
                "client-state": str(client_state),
+               "grid-poll-interval": float(grid_poll_interval), "pack-arrays": bool(pack_arrays),
                "exclude-prefixes": ",".join(cfg.exclude_prefixes),
                "min-clients": "all" if cfg.min_clients is None else str(cfg.min_clients)})
     return rc
@@ -67,7 +71,7 @@ def _bool(v) -> bool:
 
 def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
     """``(config, task_spec, extras)`` from a run config; ``extras`` has data/out/repeat/timeout,
-    resume and client-state."""
+    resume, client-state, grid_poll_interval and pack_arrays."""
     kw = {}
     for name, key in _CFG_KEYS.items():
         if key in rc:
@@ -90,5 +94,7 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
     extras = {"data": str(rc.get("data", "")), "out": str(rc.get("out", "")),
               "repeat": int(rc.get("repeat", 0)), "timeout": float(rc.get("timeout", 600.0)),
               "resume": _bool(rc.get("resume", False)),
-              "client-state": str(rc.get("client-state", "") or "")}
+              "client-state": str(rc.get("client-state", "") or ""),
+              "grid_poll_interval": float(rc.get("grid-poll-interval", 0.0)),
+              "pack_arrays": _bool(rc.get("pack-arrays", False))}
     return cfg, task_spec, extras

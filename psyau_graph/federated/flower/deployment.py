@@ -146,11 +146,28 @@ class LocalDeployment:
             default: fresh P-384 pairs generated in ``work_dir/node_keys`` (mode 0600).
         certs: ``{"ca", "cert", "key"}`` PEM paths of an existing CA certificate and server
             certificate/key (with ``tls``); default: a fresh self-signed test CA.
+        poll_interval: warm mode only (default: ``0.1``): seconds between polls on the
+            message path, set through every knob Flower offers (the ServerApp's reply
+            polling via the run config ``grid-poll-interval``, SuperExec's
+            ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) and, for the SuperNode's hard-coded
+            waits, by starting SuperNodes with the opt-in launcher
+            :mod:`~psyau_graph.federated.flower.fast_supernode` (which refuses to start on
+            Flower code it was not checked against); with it, each message's tensors
+            travel packed as one array per dtype (run config ``pack-arrays``,
+            :mod:`~psyau_graph.federated.flower.packing`). ``None``: Flower's own waits
+            and one object per tensor.
+        threads_per_node: torch/OpenMP threads of each node's ClientApp processes (default:
+            the machine's CPU count divided by the number of nodes, at least 1, unless
+            ``OMP_NUM_THREADS`` is set already): the nodes share one machine here.
+
+    After :meth:`start`, :attr:`launch` describes how the processes were started (also
+    added to every :meth:`run` result as ``"deployment"``).
     """
 
     def __init__(self, work_dir: str | Path, node_data: list[str | Path], *, tls: bool = False,
                  startup_timeout: float = 60.0, warm: bool = False, node_auth: bool | None = None,
-                 node_keys: str | Path | None = None, certs: dict[str, str | Path] | None = None):
+                 node_keys: str | Path | None = None, certs: dict[str, str | Path] | None = None,
+                 poll_interval: float | None = 0.1, threads_per_node: int | None = None):
         self.work = Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.node_data = [str(p) for p in node_data]
@@ -162,6 +179,18 @@ class LocalDeployment:
         # flwr-clientapp) by name: put this interpreter's bin folder first on PATH
         self.env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
                                             self.env.get("PATH", "")])
+        if threads_per_node is None and "OMP_NUM_THREADS" not in self.env:
+            threads_per_node = max(1, (os.cpu_count() or 1) // max(1, len(self.node_data)))
+        if threads_per_node is not None:
+            self.env["OMP_NUM_THREADS"] = str(int(threads_per_node))
+        self.poll_interval = float(poll_interval) if (self.warm and poll_interval) else None
+        if self.poll_interval is not None:
+            self.env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] = str(self.poll_interval)
+        self.pack_arrays = self.poll_interval is not None
+        self.launch = {"warm": self.warm, "tls": self.tls, "pack_arrays": self.pack_arrays,
+                       "omp_num_threads": self.env.get("OMP_NUM_THREADS"),
+                       "poll_interval_s": self.poll_interval,
+                       "supernode_launcher": "flower-supernode"}
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self._seen: set[int] = set()
         self.port: int | None = None
@@ -212,6 +241,14 @@ class LocalDeployment:
             link += ["--insecure"]
         if self.node_auth:
             link += ["--enable-supernode-auth"]
+        #: the SuperNode command (Flower's, or the opt-in fast launcher in warm mode)
+        self._supernode_cmd = [_bin("flower-supernode")]
+        if self.poll_interval is not None:
+            from . import fast_supernode
+            self.launch.update(supernode_launcher="psyau_graph.federated.flower.fast_supernode",
+                               patched=fast_supernode.patch_report(self.poll_interval))
+            self._supernode_cmd = [sys.executable, "-m", "psyau_graph.federated.flower.fast_supernode",
+                                   "--poll-interval", str(self.poll_interval), "--"]
         sl = self._spawn("superlink", link)
         self._wait_port(self.port, "superlink", sl)
         self._write_flwr_config()
@@ -253,7 +290,7 @@ class LocalDeployment:
         if private_key is not None:
             auth = ["--auth-supernode-private-key", str(private_key)]
         sn = self._spawn(name, [
-            _bin("flower-supernode"), *self._node_security(), "--superlink", f"127.0.0.1:{self.port}",
+            *self._supernode_cmd, *self._node_security(), "--superlink", f"127.0.0.1:{self.port}",
             "--host", "127.0.0.1", "--port", str(nport), "--node-config", node_cfg,
             "--max-retries", "20", "--max-wait-time", "60", *isolation, *auth])
         if wait:
@@ -453,7 +490,8 @@ class LocalDeployment:
         :class:`~.strategy.ClientCrashed` with its one-line message."""
         out = Path(out_dir).resolve()
         rc = to_run_config(config, task_spec, out=str(out), repeat=repeat, timeout=timeout,
-                           resume=resume)
+                           resume=resume, grid_poll_interval=self.poll_interval or 0.0,
+                           pack_arrays=self.pack_arrays)
         rc_file = self.work / "run_config.toml"
         rc_file.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in rc.items()) + "\n")
         metrics = out / "metrics.json"
@@ -496,5 +534,6 @@ class LocalDeployment:
         res = json.loads(metrics.read_text())
         res["engine"] = "deployment"
         res["security"] = self.security()
+        res["deployment"] = dict(self.launch)
         res["client_wall_time"] = time.perf_counter() - t0
         return res

@@ -33,6 +33,7 @@ from ..results import summarize
 from ..run import write_outputs
 from ..task import make_task
 from .common import from_run_config
+from .polling_grid import PollingGrid
 from ..privacy import privacy_report, wrap_dp
 from ..run import RoundFailed
 from .checkpoint import STATE_FILE, ResumeError, load_server_state, save_server_state, set_rng_state
@@ -142,6 +143,10 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         state_path = Path(out) / STATE_FILE if out else None
         if out:
             (Path(out) / ERROR_FILE).unlink(missing_ok=True)
+        if extras["grid_poll_interval"] > 0 or extras["pack_arrays"]:
+            # 3.0 s: Flower's HttpGrid interval, when only packing was asked for
+            grid = PollingGrid(grid, extras["grid_poll_interval"] or 3.0,
+                               pack_arrays=extras["pack_arrays"])
         t0 = time.perf_counter()
         try:
             if extras["resume"]:

@@ -11,7 +11,8 @@ imported torch, PyG and the ClientApp, and the child runs Flower's unchanged
 ``run_clientapp`` for that task's token. The per-message start-up becomes a fork.
 
 The parent never runs a torch operation (so no OpenMP pool exists at fork time) and
-reaps its children between polls. Only ClientApp tasks are served; any other task type
+reaps its children between polls. Each child writes one line when its task ends: wall
+time, CPU time and torch threads (to tell training from waiting and contention). Only ClientApp tasks are served; any other task type
 is refused (Flower reports it as a failed launch). The SuperNode's Runtime API is on
 127.0.0.1 and is used without TLS, as Flower's default subprocess mode does; TLS between
 SuperNode and SuperLink is unaffected.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 
 class ForkClientAppExecutor:
@@ -57,6 +59,7 @@ class ForkClientAppExecutor:
         pid = os.fork()
         if pid == 0:  # child: run one task with Flower's own ClientApp runner, then exit
             code = 1
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 from flwr.supernode.runtime.run_clientapp import run_clientapp
                 run_clientapp(runtime_api_address=spec.runtime_api_address, token=spec.token,
@@ -69,6 +72,11 @@ class ForkClientAppExecutor:
             except BaseException as e:  # noqa: BLE001 - report, then leave the child
                 print(f"warm executor: ClientApp task failed: {e!r}", file=sys.stderr, flush=True)
             finally:
+                import torch
+                print(f"warm executor: task {spec.task_id} (pid {os.getpid()}) ended with code "
+                      f"{code} after {time.perf_counter() - t0:.2f} s wall, "
+                      f"{time.process_time() - c0:.2f} s CPU, {torch.get_num_threads()} torch "
+                      f"threads", file=sys.stderr, flush=True)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
