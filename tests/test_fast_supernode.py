@@ -218,7 +218,7 @@ def test_federate_rejects_a_bad_poll_interval_in_one_line(tmp_path, capsys):
     toy = make_toy_data(tmp_path / "toy.pt", subjects=4, per_subject=10, seed=0)
     rc = main(["federate", "--task", "toy", "--data", str(toy), "--clients", "2", "--rounds", "1",
                "--strategy", "fedavg", "--engine", "deployment", "--node-data", str(tmp_path), str(tmp_path),
-               "--warm-clientapps", "--poll-interval", "7", "--out", str(tmp_path / "o")])
+               "--warm-clientapps", "--tls", "--poll-interval", "7", "--out", str(tmp_path / "o")])
     assert rc == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert err == ["psyau federate: error: --poll-interval must be 0 or between 0.01 and 3 "
