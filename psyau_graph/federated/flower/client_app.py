@@ -10,10 +10,12 @@ What a client reads: only its own data.
 
 What persists on the client between rounds lives in ``Context.state``: the full local
 model state (``"local-state"``, an ``ArrayRecord`` — this is where the BatchNorm
-statistics kept local under FedBN, and any non-shared tensor, survive between rounds).
+statistics kept local under FedBN, the personal head under FedRep/FedAS/ELLP, and any
+non-shared tensor, survive between rounds).
 
 What crosses the wire in a reply: an ``ArrayRecord`` of the shared tensors (train) and a
-``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``); or,
+``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``); under
+FedAS/ELLP a second ``ArrayRecord`` ``"fisher"`` (the body's diagonal Fisher); or,
 when local training raised a declared failure (:data:`~psyau_graph.federated.client.DECLARED_FAILURES`),
 a ``ConfigRecord`` ``"failure"`` with the reason.
 """
@@ -25,6 +27,7 @@ from dataclasses import replace
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from .. import core, personalized
 from ..client import (DECLARED_FAILURES, ClientData, client_data, initial_state, local_evaluate,
                       local_train, partition)
 from ...train.memory import keep_freed_memory
@@ -68,6 +71,13 @@ def _local_state(context: Context, task, cfg, extras) -> dict:
     return initial_state(task, cfg.seed + extras["repeat"])
 
 
+def _task_model(task):
+    """The task's model object that the client routines reuse (built once per task)."""
+    if getattr(task, "_fed_model", None) is None:
+        task._fed_model = task.make_model()
+    return task._fed_model
+
+
 def build_client_app(spec: dict | None = None) -> ClientApp:
     """A ``ClientApp``; ``spec`` (a run-config dict) overrides ``context.run_config``
     (used by the simulation engine, which has no run config of its own)."""
@@ -81,9 +91,20 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
             cfg = replace(cfg, mu=float(msg.content["config"]["proximal-mu"]))
         shared_in = msg.content["arrays"].to_torch_state_dict()
         full = _local_state(context, task, cfg, extras)
+        fisher = None
         try:
-            new_state, shared_out, m = local_train(task, full, shared_in, data, cfg, client=client,
-                                                   rnd=rnd, repeat=extras["repeat"])
+            if cfg.strategy in personalized.PERSONAL_STRATEGIES:
+                # FedRep/FedAS/ELLP: the in-process engine's client routine; only the body
+                # arrives and leaves, the head stays in this node's local state
+                personal = personalized.personal_prefixes(task, cfg.personal_prefixes)
+                keys = core.shared_keys(_task_model(task), cfg.share_bn_stats,
+                                        tuple(cfg.exclude_prefixes) + personal)
+                new_state, shared_out, m, fisher = personalized.personal_local_train(
+                    task, full, shared_in, data, cfg, client=client, rnd=rnd,
+                    repeat=extras["repeat"], keys=keys, personal=personal)
+            else:
+                new_state, shared_out, m = local_train(task, full, shared_in, data, cfg, client=client,
+                                                       rnd=rnd, repeat=extras["repeat"])
         except DECLARED_FAILURES as exc:
             # a declared data/resource failure: a normal reply saying so (the server records
             # it and goes on if the quorum is met); any other exception becomes Flower's
@@ -97,8 +118,10 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
                                 "train_loss": float(m["train_loss"]),
                                 "client-index": int(client),
                                 "dp-weight": 1})  # uniform weight, used only in DP mode
-        return Message(RecordDict({"arrays": ArrayRecord(shared_out), "metrics": metrics}),
-                       reply_to=msg)
+        content = {"arrays": ArrayRecord(shared_out), "metrics": metrics}
+        if fisher is not None:  # FedAS/ELLP: the body's diagonal Fisher, for the server's weighting
+            content["fisher"] = ArrayRecord(fisher)
+        return Message(RecordDict(content), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
