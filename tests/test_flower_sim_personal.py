@@ -14,12 +14,13 @@ from psyau_graph.federated.task import ToyTask, make_toy_data
 
 pytestmark = pytest.mark.slow
 
+_RUNS = ["fedrep", "fedas", "ellp", "robust"]
 BASE = dict(clients=3, rounds=2, local_epochs=3, lr=0.02, batch_size=16, repeats=1)
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("simp")
+    tmp = tmp_path_factory.mktemp("sp")  # short: Ray's socket paths under it must stay < 108 bytes
     return make_toy_data(tmp / "toy.pt", subjects=6, per_subject=20, seed=11, shift=1.5), tmp
 
 
@@ -28,7 +29,7 @@ def _both(toy, name, **kw):
 
     data, tmp = toy
     cfg = FederatedConfig(**BASE, **kw)
-    sim = run_simulation(data, cfg, {"name": "toy"}, None, num_cpus=2, work_dir=tmp / f"w-{name}")
+    sim = run_simulation(data, cfg, {"name": "toy"}, None, num_cpus=2, work_dir=tmp / f"w{_RUNS.index(name)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each Ray ClientApp actor (one CPU)
     try:

@@ -271,3 +271,35 @@ def test_run_config_carries_the_personalised_options():
     med, _, _ = from_run_config(to_run_config(FederatedConfig(strategy="fedavg", aggregation="trimmed-mean",
                                                               trim_fraction=0.25), {"name": "toy"}))
     assert med.aggregation == "trimmed-mean" and math.isclose(med.trim_fraction, 0.25)
+
+
+# ----------------------------------------------------------------- CLI routing
+class _Called(Exception):
+    pass
+
+
+def test_cli_sends_personal_and_robust_runs_to_the_flower_engine(tmp_path, monkeypatch, capsys):
+    """``--engine simulation`` hands FedRep/FedAS/ELLP and robust fedavg to the simulation
+    engine (no in-process redirect); the run itself is covered by test_flower_sim_personal."""
+    import psyau_graph.federated.flower.simulation as sim_mod
+    from psyau_graph.cli import main
+    from psyau_graph.federated.task import make_toy_data
+
+    data = make_toy_data(tmp_path / "toy.pt", subjects=4, per_subject=6, seed=1)
+    seen = []
+
+    def spy(data, cfg, task_spec, out_dir, **kw):
+        seen.append(cfg)
+        raise _Called
+
+    monkeypatch.setattr(sim_mod, "run_simulation", spy)
+    base = ["federate", "--task", "toy", "--data", str(data), "--clients", "2", "--rounds", "1",
+            "--local-epochs", "1", "--repeats", "1", "--engine", "simulation", "--out", str(tmp_path / "o")]
+    for strategy, extra in (("fedrep", ["--personal", "head", "--head-epochs", "2"]), ("fedas", []),
+                            ("ellp", []), ("fedavg", ["--aggregation", "median", "--norm-bound", "2"])):
+        with pytest.raises(_Called):
+            main(base + ["--strategy", strategy] + extra)
+        assert seen[-1].strategy == strategy
+    assert seen[0].personal_prefixes == ("head",) and seen[0].head_epochs == 2
+    assert seen[-1].aggregation == "median" and seen[-1].norm_bound == 2.0
+    assert "in-process" not in capsys.readouterr().err    # no redirect warning

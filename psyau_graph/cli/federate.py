@@ -57,7 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="fraction cut at each end by --aggregation trimmed-mean (default: 0.2)")
     p.add_argument("--norm-bound", type=float, default=0.0,
                    help="scale down updates whose norm exceeds this multiple of the round's median "
-                        "update norm; 0 = off (default; every engine and strategy)")
+                        "update norm; 0 = off (default; every engine, every strategy but local; "
+                        "not with DP)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from the per-round server checkpoint in --out "
                         "(same arguments; in-process engine)")
