@@ -71,8 +71,9 @@ def test_personal_strategy_on_simulation_matches_inprocess(toy, strategy):
 
 
 def test_robust_aggregation_on_simulation_matches_inprocess(toy):
-    sim, ref = _both(toy, "robust", strategy="fedprox", aggregation="median", norm_bound=1.5)
+    # bound 1.02: client 2's update norm is 1.03-1.06 x the median in both rounds (in-process)
+    sim, ref = _both(toy, "robust", strategy="fedprox", aggregation="median", norm_bound=1.02)
     _same_records(sim, ref)
     # the same updates were scaled down on both engines
     scaled_sim = sorted((r["round"], r["client"]) for r in sim["scaled"])
-    assert scaled_sim == sorted((r["round"], r["client"]) for r in ref["scaled"])
+    assert scaled_sim and scaled_sim == sorted((r["round"], r["client"]) for r in ref["scaled"])
