@@ -406,8 +406,9 @@ def test_robust_aggregation_refused_where_not_implemented():
     with pytest.raises(ValueError, match="fedavg and fedprox"):
         _cfg(strategy="p-fedprox", aggregation="median")
     from psyau_graph.federated.flower.server_app import check_flower_supported
-    with pytest.raises(ValueError, match="in-process engine only"):
-        check_flower_supported(_cfg(norm_bound=2.0))
+    check_flower_supported(_cfg(norm_bound=2.0, aggregation="median"))  # Flower runs it too
+    with pytest.raises(ValueError, match="local-only baseline runs in-process"):
+        check_flower_supported(_cfg(strategy="local"))
 
 
 def _eval_reply(node: int, uf1: float, n: int) -> Message:

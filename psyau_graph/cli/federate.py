@@ -1,6 +1,6 @@
 """``psyau federate``: federated training (local | FedAvg | FedProx | P-FedProx | FedRep |
 FedAS | ELLP) on one of three engines: in-process, Flower simulation, Flower deployment
-(loopback). FedRep, FedAS and ELLP run in-process only."""
+(loopback). Every strategy but local runs on every engine (local: in-process)."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +13,8 @@ from ._compute import add_compute_args, check_compute_args
 # here so that building the parser (``psyau --help``) does not import torch; a test checks
 # that they stay equal.
 STRATEGY_CHOICES = ("local", "fedavg", "fedprox", "p-fedprox", "fedrep", "fedas", "ellp")
-#: strategies the Flower engines do not run yet
-INPROCESS_ONLY = ("fedrep", "fedas", "ellp")
+#: strategies that run in-process whatever --engine says (no federation: nothing to send)
+INPROCESS_ONLY = ("local",)
 
 
 def _strategies(text: str) -> list[str]:
@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--local-epochs", type=int, default=50, help="local epochs E (default: 50)")
     p.add_argument("--strategy", type=_strategies, default=list(STRATEGY_CHOICES),
                    help="'all' (default) or a comma list of " + ",".join(STRATEGY_CHOICES)
-                        + " (fedrep, fedas, ellp: in-process engine only)")
+                        + " (every engine; local always runs in-process)")
     p.add_argument("--engine", choices=("inprocess", "simulation", "deployment"), default="inprocess")
     p.add_argument("--out", required=True, help="output folder (JSON, CSV, plots)")
     p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default: 1e-5)")
@@ -51,12 +51,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "failed clients and the round")
     p.add_argument("--aggregation", choices=("mean", "median", "trimmed-mean"), default="mean",
                    help="fedavg/fedprox aggregation: sample-weighted mean (default), coordinate-wise "
-                        "median or trimmed mean (in-process engine)")
+                        "median or trimmed mean (every engine; on Flower: Flower's FedMedian / "
+                        "FedTrimmedAvg)")
     p.add_argument("--trim-fraction", type=float, default=0.2,
                    help="fraction cut at each end by --aggregation trimmed-mean (default: 0.2)")
     p.add_argument("--norm-bound", type=float, default=0.0,
                    help="scale down updates whose norm exceeds this multiple of the round's median "
-                        "update norm; 0 = off (default; in-process engine)")
+                        "update norm; 0 = off (default; every engine, every strategy but local; "
+                        "not with DP)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from the per-round server checkpoint in --out "
                         "(same arguments; every engine: OUT/STRATEGY/federation_state.pt in-process, "
@@ -159,9 +161,9 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     if args.engine != "inprocess" and any(s in INPROCESS_ONLY for s in args.strategy):
-        print(f"psyau federate: warning: {','.join(s for s in args.strategy if s in INPROCESS_ONLY)} "
-              f"run(s) on the in-process engine, not {args.engine} (recorded as 'engines' in "
-              "summary.json)", file=sys.stderr)
+        print(f"psyau federate: note: {','.join(s for s in args.strategy if s in INPROCESS_ONLY)} "
+              f"(no federation) runs on the in-process engine, not {args.engine} (recorded as "
+              "'engines' in summary.json)", file=sys.stderr)
     try:  # validate every configuration before anything starts
         check_compute_args(args)
         configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}
@@ -275,7 +277,7 @@ def _run_strategies(args, configs, task, task_spec, common, out, deploy_security
     records, engines, security, deployments = [], {}, {}, {}
     dataset = None
     for s, cfg in configs.items():
-        engine = "inprocess" if s == "local" or s in INPROCESS_ONLY else args.engine
+        engine = "inprocess" if s in INPROCESS_ONLY else args.engine
         engines[s] = engine
         if engine == "inprocess":
             try:

@@ -56,11 +56,11 @@ class FederatedConfig:
         align_epochs: FedAS parameter-alignment epochs of the head per round (default: ``1``).
         aggregation: how fedavg/fedprox combine accepted updates: ``"mean"`` (sample-weighted,
             default), ``"median"`` (coordinate-wise) or ``"trimmed-mean"`` (coordinate-wise,
-            unweighted); in-process engine.
+            unweighted); every engine (on Flower: Flower's FedMedian / FedTrimmedAvg).
         trim_fraction: fraction cut at each end by ``"trimmed-mean"`` (default: ``0.2``).
         norm_bound: if > 0, an update whose L2 norm exceeds ``norm_bound`` × the round's
             median update norm is scaled down to that bound (default: ``0`` = off);
-            in-process engine.
+            every strategy but local, every engine. Neither combines with DP.
     """
 
     clients: int = 5
@@ -156,6 +156,10 @@ class FederatedConfig:
             raise ValueError(f"trim_fraction must lie in [0, 0.5), got {self.trim_fraction}")
         if self.norm_bound < 0:
             raise ValueError(f"norm_bound must be >= 0 (0 = off), got {self.norm_bound}")
+        if self.dp_noise_multiplier > 0 and (self.aggregation != "mean" or self.norm_bound > 0):
+            raise ValueError("differential privacy (dp_noise_multiplier > 0) calibrates its noise to a "
+                             "clipped mean: it does not combine with aggregation "
+                             f"{self.aggregation!r} / norm_bound {self.norm_bound}")
         if num_subjects is not None and self.clients > num_subjects:
             raise ValueError(f"clients ({self.clients}) exceeds the number of subjects "
                              f"({num_subjects}): clients are disjoint subject groups")

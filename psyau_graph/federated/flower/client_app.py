@@ -10,7 +10,8 @@ What a client reads: only its own data.
 
 What persists on the client between rounds lives in ``Context.state``: the full local
 model state (``"local-state"``, an ``ArrayRecord`` — this is where the BatchNorm
-statistics kept local under FedBN, and any non-shared tensor, survive between rounds).
+statistics kept local under FedBN, the personal head under FedRep/FedAS/ELLP, and any
+non-shared tensor, survive between rounds).
 
 ``Context.state`` lasts one Flower run only, and a resumed server is a new run. So, when
 a state folder is configured (deployment: the node config ``state-dir``, on the lab's
@@ -29,7 +30,8 @@ When the server packs a message's arrays into one tensor per dtype (run config
 and packs its train reply the same way.
 
 What crosses the wire in a reply: an ``ArrayRecord`` of the shared tensors (train) and a
-``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``); or,
+``MetricRecord`` of numbers (``num-examples``, losses, UF1/UAR, ``client-index``); under
+FedAS/ELLP a second ``ArrayRecord`` ``"fisher"`` (the body's diagonal Fisher); or,
 when local training raised a declared failure (:data:`~psyau_graph.federated.client.DECLARED_FAILURES`),
 a ``ConfigRecord`` ``"failure"`` with the reason.
 """
@@ -43,6 +45,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from .. import core, personalized
 from ..client import (DECLARED_FAILURES, ClientData, client_data, initial_state, local_evaluate,
                       local_train, partition)
 from ...train.memory import keep_freed_memory
@@ -135,6 +138,13 @@ def _save_local(context: Context, extras, config, client: int, rnd: int, state: 
             p.unlink(missing_ok=True)
 
 
+def _task_model(task):
+    """The task's model object that the client routines reuse (built once per task)."""
+    if getattr(task, "_fed_model", None) is None:
+        task._fed_model = task.make_model()
+    return task._fed_model
+
+
 def build_client_app(spec: dict | None = None) -> ClientApp:
     """A ``ClientApp``; ``spec`` (a run-config dict) overrides ``context.run_config``
     (used by the simulation engine, which has no run config of its own)."""
@@ -150,9 +160,20 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
         conf = msg.content["config"]
         shared_in = msg.content["arrays"].to_torch_state_dict()
         full = _local_state(context, task, cfg, extras, client, conf, rnd - 1)
+        fisher = None
         try:
-            new_state, shared_out, m = local_train(task, full, shared_in, data, cfg, client=client,
-                                                   rnd=rnd, repeat=extras["repeat"])
+            if cfg.strategy in personalized.PERSONAL_STRATEGIES:
+                # FedRep/FedAS/ELLP: the in-process engine's client routine; only the body
+                # arrives and leaves, the head stays in this node's local state
+                personal = personalized.personal_prefixes(task, cfg.personal_prefixes)
+                keys = core.shared_keys(_task_model(task), cfg.share_bn_stats,
+                                        tuple(cfg.exclude_prefixes) + personal)
+                new_state, shared_out, m, fisher = personalized.personal_local_train(
+                    task, full, shared_in, data, cfg, client=client, rnd=rnd,
+                    repeat=extras["repeat"], keys=keys, personal=personal)
+            else:
+                new_state, shared_out, m = local_train(task, full, shared_in, data, cfg, client=client,
+                                                       rnd=rnd, repeat=extras["repeat"])
         except DECLARED_FAILURES as exc:
             # a declared data/resource failure: a normal reply saying so (the server records
             # it and goes on if the quorum is met); any other exception becomes Flower's
@@ -170,8 +191,10 @@ def build_client_app(spec: dict | None = None) -> ClientApp:
                                 "client-index": int(client),
                                 "dp-weight": 1})  # uniform weight, used only in DP mode
         content = RecordDict({"arrays": ArrayRecord(shared_out), "metrics": metrics})
+        if fisher is not None:  # FedAS/ELLP: the body's diagonal Fisher, for the server's weighting
+            content["fisher"] = ArrayRecord(fisher)
         if packed:
-            pack_content(content)
+            pack_content(content)  # packs "arrays"; the Fisher record travels as it is
         return Message(content, reply_to=msg)
 
     @app.evaluate()

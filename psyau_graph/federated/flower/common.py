@@ -7,7 +7,7 @@ pyproject, overridable with ``flwr run --run-config``) to both sides. We map the
 ======================  ==============================================
 key                     meaning
 ======================  ==============================================
-``strategy``            fedavg | fedprox | p-fedprox
+``strategy``            fedavg | fedprox | p-fedprox | fedrep | fedas | ellp
 ``clients``             K (expected number of SuperNodes)
 ``rounds``              R
 ``local-epochs``        E
@@ -26,6 +26,9 @@ key                     meaning
 ``grid-poll-interval``  seconds between the server's pulls for replies (0 = the Grid's own)
 ``pack-arrays``         send each message's tensors as one array per dtype (deployment)
 ``dp-noise-multiplier`` σ of client-level DP (0 = off); ``dp-clipping-norm``, ``dp-delta``
+``aggregation``         mean | median | trimmed-mean; ``trim-fraction``, ``norm-bound``
+``personal-prefixes``   FedRep/FedAS/ELLP: comma list kept on the client ("" = task's head)
+``head-epochs``         FedRep head epochs (0 = default max(1, E // 5)); ``align-epochs``: FedAS
 ======================  ==============================================
 
 Node config (per SuperNode): ``data-path`` (the node's own cache, deployment),
@@ -41,9 +44,8 @@ from dataclasses import fields
 from ..config import FederatedConfig, parse_min_clients
 
 _CFG_KEYS = {f.name: f.name.replace("_", "-") for f in fields(FederatedConfig)
-             if f.name not in ("exclude_prefixes", "partition_seed",
-                               # FedRep/FedAS/ELLP options: in-process strategies only
-                               "personal_prefixes", "head_epochs", "align_epochs")}
+             if f.name not in ("exclude_prefixes", "partition_seed", "personal_prefixes",
+                               "head_epochs")}
 
 
 def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out: str = "",
@@ -57,6 +59,8 @@ def to_run_config(cfg: FederatedConfig, task_spec: dict, *, data: str = "", out:
                "client-state": str(client_state),
                "grid-poll-interval": float(grid_poll_interval), "pack-arrays": bool(pack_arrays),
                "exclude-prefixes": ",".join(cfg.exclude_prefixes),
+               "personal-prefixes": ",".join(cfg.personal_prefixes),
+               "head-epochs": 0 if cfg.head_epochs is None else int(cfg.head_epochs),
                "min-clients": "all" if cfg.min_clients is None else str(cfg.min_clients)})
     return rc
 
@@ -78,7 +82,7 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
             kw[name] = rc[key]
     if "min_clients" in kw:
         kw["min_clients"] = parse_min_clients(kw["min_clients"])
-    for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats", "seed"):
+    for name in ("clients", "rounds", "local_epochs", "batch_size", "repeats", "seed", "align_epochs"):
         if name in kw:
             kw[name] = int(kw[name])
     for name in ("mu", "theta", "lr", "weight_decay", "train_frac", "dp_noise_multiplier",
@@ -89,6 +93,10 @@ def from_run_config(rc) -> tuple[FederatedConfig, dict, dict]:
         kw["share_bn_stats"] = bool(kw["share_bn_stats"])
     prefixes = str(rc.get("exclude-prefixes", "") or "")
     kw["exclude_prefixes"] = tuple(p for p in prefixes.split(",") if p)
+    personal = str(rc.get("personal-prefixes", "") or "")
+    kw["personal_prefixes"] = tuple(p for p in personal.split(",") if p)
+    head = int(rc.get("head-epochs", 0) or 0)
+    kw["head_epochs"] = head if head > 0 else None
     cfg = FederatedConfig(**kw)
     task_spec = json.loads(str(rc.get("task", '{"name": "fedpsyau"}')))
     extras = {"data": str(rc.get("data", "")), "out": str(rc.get("out", "")),

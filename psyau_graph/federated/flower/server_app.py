@@ -27,7 +27,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.serverapp import Grid, ServerApp
 
 from ...progress import LineProgress
-from .. import core
+from .. import core, personalized
 from ..client import initial_state
 from ..results import summarize
 from ..run import write_outputs
@@ -46,9 +46,8 @@ log = logging.getLogger(__name__)
 
 def check_flower_supported(cfg) -> None:
     """Options the Flower engines do not implement raise instead of being ignored."""
-    if cfg.aggregation != "mean" or cfg.norm_bound > 0:
-        raise ValueError("robust aggregation (aggregation median/trimmed-mean, norm_bound) runs on the "
-                         "in-process engine only")
+    if cfg.strategy == "local":
+        raise ValueError("the local-only baseline runs in-process (engine 'inprocess')")
 
 
 def run_rounds(strategy, grid: Grid, arrays: ArrayRecord, *, first: int, num_rounds: int,
@@ -128,9 +127,18 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         check_flower_supported(cfg)
         task = make_task(task_spec)
         init = initial_state(task, cfg.seed + extras["repeat"])
-        keys = core.shared_keys(task.make_model(), cfg.share_bn_stats, cfg.exclude_prefixes)
+        personal, fisher_keys = (), None
+        model = task.make_model()
+        if cfg.strategy in personalized.PERSONAL_STRATEGIES:  # the head stays on the clients
+            personal = personalized.personal_prefixes(task, cfg.personal_prefixes)
+        keys = core.shared_keys(model, cfg.share_bn_stats, tuple(cfg.exclude_prefixes) + personal)
+        if cfg.strategy in personalized.FISHER_STRATEGIES:  # what the clients' Fisher record holds
+            trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+            fisher_keys = [k for k in keys if k in trainable]
         inner = make_strategy(cfg.strategy, num_nodes=cfg.clients, mu=cfg.mu, theta=cfg.theta,
-                              min_clients=cfg.quorum)
+                              min_clients=cfg.quorum, aggregation=cfg.aggregation,
+                              trim_fraction=cfg.trim_fraction, norm_bound=cfg.norm_bound,
+                              personal_prefixes=personal, fisher_keys=fisher_keys)
         # one line per round when stderr is not a terminal (batch jobs), as the in-process engine
         desc = f"federate {cfg.strategy} (flower) split {extras['repeat']}"
         inner.progress = LineProgress(cfg.rounds, desc, "round", every_pct=0)
@@ -186,7 +194,7 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         records = sorted(inner.records, key=lambda r: (r["round"], r["client"]))
         result = {"engine": "flower", "config": cfg.to_dict(), "records": records,
                   "summary": summarize(records) if records else {},
-                  "failures": inner.failures, "rejected": inner.rejected,
+                  "failures": inner.failures, "rejected": inner.rejected, "scaled": inner.scaled,
                   "wall_time": wall, "round_time_mean": wall / cfg.rounds,
                   "resumed_after_round": first - 1 if extras["resume"] else None,
                   "round_times": [inner.round_times.get(r) for r in range(1, cfg.rounds + 1)],

@@ -37,7 +37,7 @@ def run_simulation(data: str | Path, config: FederatedConfig, task_spec: dict | 
 
     Args:
         data: the cache every virtual node partitions (it keeps only its subject group).
-        config: :class:`FederatedConfig` (strategy fedavg | fedprox | p-fedprox).
+        config: :class:`FederatedConfig` (any strategy but local).
         task_spec: task spec (default: ``{"name": "fedpsyau"}``).
         out_dir: where the server writes metrics/plots (default: none).
         repeat: which 70/30 split (default: ``0``).

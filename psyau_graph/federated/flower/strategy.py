@@ -1,5 +1,7 @@
-"""Flower strategies: Flower's own FedAvg/FedProx with validation and per-client
-records, and :class:`PFedProx`, which sends each node its personalised model.
+"""Flower strategies: Flower's own FedAvg/FedProx (optionally with Flower's FedMedian or
+FedTrimmedAvg aggregation) with validation and per-client records; :class:`PFedProx`,
+which sends each node its personalised model; and :class:`FedRep`, :class:`FedAS`,
+:class:`ELLP`, which exchange only the body (the personal head stays on the client).
 
 Where state lives:
 
@@ -10,7 +12,25 @@ Where state lives:
   server checkpoint, :mod:`.checkpoint`) re-keys them by the lab's stable client index,
   since Flower node ids change when a SuperNode or the simulation restarts;
 * client side, in ``Context.state``: the full local model (BatchNorm statistics under
-  FedBN), see :mod:`.client_app`.
+  FedBN, and the personal head under FedRep/FedAS/ELLP), see :mod:`.client_app`.
+
+Every strategy has ``state_dict()`` / ``load_state_dict()`` for its server-side state
+(records, failures, per-node bookkeeping, P-FedProx's :math:`\\hat W_j`, :math:`n_j`): plain
+Python containers and tensors, loadable with ``torch.load(..., weights_only=True)``. The
+global arrays themselves are not part of it (Flower's ``start`` loop holds them).
+
+Robust aggregation (``aggregation``, ``norm_bound``; see docs/federated.md):
+
+* ``"median"`` / ``"trimmed-mean"`` (fedavg, fedprox): the validated replies are aggregated by
+  Flower's own :class:`~flwr.serverapp.strategy.FedMedian` /
+  :class:`~flwr.serverapp.strategy.FedTrimmedAvg` ``aggregate_train`` (coordinate-wise,
+  unweighted; ``beta`` = ``trim_fraction``), which compute what
+  :func:`~psyau_graph.federated.core.coordinate_median` /
+  :func:`~psyau_graph.federated.core.trimmed_mean` compute in-process;
+* ``norm_bound`` (every strategy): Flower ships no bound *relative to the round's median
+  update norm* (its clipping strategies clip to a fixed norm and add DP noise), so
+  :func:`~psyau_graph.federated.core.bound_update_norms` is applied to the validated
+  replies before aggregation, against what each node was sent this round.
 
 Validation: every train reply is checked before aggregation. A ``"failure"`` reply (a
 declared data/resource failure of the client) or a Flower error reply saying the node
@@ -22,15 +42,18 @@ failed nodes are sampled again in the next round (retry).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import torch
 from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg
 
-from .. import core
+from .. import core, personalized
+from ..config import AGGREGATIONS
 from ..run import RoundFailed, quorum_message
 
 log = logging.getLogger(__name__)
@@ -47,9 +70,21 @@ _RAISED = (ErrorCode.CLIENT_APP_RAISED_EXCEPTION, ErrorCode.LOAD_CLIENT_APP_EXCE
 class _Tracked:
     """Mixin: validate train replies, keep per-client records (on the server)."""
 
-    def _init_tracking(self, min_clients: int, strategy_name: str) -> None:
+    def _init_tracking(self, min_clients: int, strategy_name: str, *, aggregation: str = "mean",
+                       trim_fraction: float = 0.2, norm_bound: float = 0.0) -> None:
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        if not 0.0 <= trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must lie in [0, 0.5), got {trim_fraction}")
+        if norm_bound < 0:
+            raise ValueError(f"norm_bound must be >= 0 (0 = off), got {norm_bound}")
         self.min_clients = int(min_clients)
         self.strategy_name = strategy_name
+        self.aggregation = aggregation
+        self.beta = float(trim_fraction)   # the attribute FedTrimmedAvg.aggregate_train reads
+        self.norm_bound = float(norm_bound)
+        self.scaled: list[dict] = []       # one record per update scaled down by the norm bound
+        self.sent: dict[int, dict] = {}    # node -> what it was sent this round, if not the broadcast
         self.reference: dict | None = None
         self.records: list[dict] = []
         self.failures: list[dict] = []
@@ -84,6 +119,29 @@ class _Tracked:
     def _remember_reference(self, arrays: ArrayRecord) -> None:
         self.reference = arrays.to_torch_state_dict()
 
+    def _extra_check(self, content: RecordDict) -> str | None:
+        """Strategy-specific reason to reject a reply (after the arrays passed), else None."""
+        return None
+
+    # server-side state (a per-round checkpoint saves and restores it) -----------
+    _STATE_ATTRS = ("records", "failures", "rejected", "scaled", "train_loss", "node_client",
+                    "failure_reason", "round_times")
+
+    def state_dict(self) -> dict:
+        """Server-side state as plain containers (``torch.save``-able, ``weights_only`` loadable)."""
+        return {"strategy": self.strategy_name,
+                **{a: copy.deepcopy(getattr(self, a)) for a in self._STATE_ATTRS}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned (the same strategy required)."""
+        if state.get("strategy") != self.strategy_name:
+            raise ValueError(f"strategy state is for {state.get('strategy')!r}, not {self.strategy_name!r}")
+        missing = [a for a in self._STATE_ATTRS if a not in state]
+        if missing:
+            raise ValueError(f"strategy state lacks {missing}")
+        for a in self._STATE_ATTRS:
+            setattr(self, a, copy.deepcopy(state[a]))
+
     def _validated(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         ok, why = [], {}
         for msg in replies:
@@ -115,6 +173,8 @@ class _Tracked:
             else:
                 reason = core.check_update(msg.content["arrays"].to_torch_state_dict(),
                                            self.reference or {})
+                if reason is None:
+                    reason = self._extra_check(msg.content)
             if reason is not None:
                 rec = core.RejectedUpdate(str(node), server_round, reason)
                 log.warning("round %d: update of node %d rejected: %s", server_round, node, reason)
@@ -158,36 +218,53 @@ class _Tracked:
         return ok
 
     # checkpoint ---------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """What the server checkpoint keeps of this strategy after a completed round:
-        records, failures, rejections and round times so far (plain values)."""
-        return {"strategy": self.strategy_name, "records": list(self.records),
-                "failures": list(self.failures), "rejected": list(self.rejected),
-                "round_times": {int(k): float(v) for k, v in self.round_times.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (a resumed ServerApp, before its first round)."""
-        if state.get("strategy") != self.strategy_name:
-            raise ValueError(f"strategy state of {state.get('strategy')!r}, this run is {self.strategy_name!r}")
-        self.records = list(state["records"])
-        self.failures = list(state["failures"])
-        self.rejected = list(state["rejected"])
-        self.round_times = {int(k): float(v) for k, v in state["round_times"].items()}
-
     def bind_nodes(self, node_client: dict[int, int]) -> None:
         """Tell the strategy which Flower node serves which client index (a resumed run
         asks every node once, before its first round)."""
         self.node_client.update({int(n): int(c) for n, c in node_client.items()})
 
+    def _bounded(self, server_round: int, ok: list[Message]) -> list[Message]:
+        """With ``norm_bound > 0``: updates whose norm exceeds ``norm_bound`` × the round's
+        median are scaled down (:func:`core.bound_update_norms`; the reply is replaced by a
+        copy carrying the bounded arrays, the received content is left as it came)."""
+        if self.norm_bound <= 0 or not ok:
+            return ok
+        nodes = [int(m.metadata.src_node_id) for m in ok]
+        updates = {j: m.content["arrays"].to_torch_state_dict() for j, m in zip(nodes, ok)}
+        sent = {j: self.sent.get(j, self.reference) for j in nodes}
+        bounded, scaled = core.bound_update_norms(updates, sent, self.norm_bound)
+        for rec in scaled:
+            j = rec["client"]
+            self.scaled.append({"strategy": self.strategy_name, "round": server_round, "node": j,
+                                "client": self.node_client.get(j, j), "norm": rec["norm"],
+                                "median": rec["median"], "scale": rec["scale"]})
+        hit = {r["client"] for r in scaled}
+        return [_with_arrays(m, bounded[j]) if j in hit else m for j, m in zip(nodes, ok)]
+
+    def _accepted(self, server_round: int, replies) -> list[Message]:
+        """Validated (quorum checked) and norm-bounded replies, in a canonical order (by the
+        client index nodes report), so float sums do not depend on reply arrival order."""
+        ok = self._bounded(server_round, self._validated(server_round, list(replies)))
+        return sorted(ok, key=lambda m: (self.node_client.get(int(m.metadata.src_node_id), 0),
+                                         int(m.metadata.src_node_id)))
+
     # Flower hooks -----------------------------------------------------------
     def configure_train(self, server_round, arrays, config, grid):
         self.round_start[server_round] = time.perf_counter()
         self._remember_reference(arrays)
+        self.sent = {}
         return self._remember_sent(server_round,
                                    super().configure_train(server_round, arrays, config, grid))
 
     def aggregate_train(self, server_round, replies):
-        return super().aggregate_train(server_round, self._validated(server_round, list(replies)))
+        ok = self._accepted(server_round, replies)
+        if self.aggregation == "median":
+            # Flower's FedMedian / FedTrimmedAvg pop the arrays out of the replies they read:
+            # hand them copies, so that the received contents stay inspectable
+            return FedMedian.aggregate_train(self, server_round, [_with_arrays(m) for m in ok])
+        if self.aggregation == "trimmed-mean":
+            return FedTrimmedAvg.aggregate_train(self, server_round, [_with_arrays(m) for m in ok])
+        return super().aggregate_train(server_round, ok)
 
     def aggregate_evaluate(self, server_round, replies):
         out = super().aggregate_evaluate(server_round,
@@ -201,20 +278,44 @@ class _Tracked:
         return out
 
 
-class TrackedFedAvg(_Tracked, FedAvg):
-    """Flower's :class:`FedAvg` (weighted by ``num-examples``) + validation and records."""
+def _with_arrays(msg: Message, arrays: dict | None = None) -> Message:
+    """A copy of reply ``msg`` whose ``"arrays"`` record is new (``arrays``, or a copy of its own)."""
+    out = copy.copy(msg)
+    content = RecordDict({k: v for k, v in msg.content.items()})
+    content["arrays"] = ArrayRecord(arrays if arrays is not None
+                                    else msg.content["arrays"].to_torch_state_dict())
+    out.content = content
+    return out
 
-    def __init__(self, *, min_clients: int = 1, **kw):
+
+class TrackedFedAvg(_Tracked, FedAvg):
+    """Flower's :class:`FedAvg` (weighted by ``num-examples``) + validation and records.
+
+    Args:
+        min_clients: the quorum (accepted updates per round) (default: ``1``).
+        aggregation: ``"mean"`` (FedAvg's, default), ``"median"`` (Flower's FedMedian) or
+            ``"trimmed-mean"`` (Flower's FedTrimmedAvg, ``beta = trim_fraction``).
+        trim_fraction: fraction cut at each end by ``"trimmed-mean"`` (default: ``0.2``).
+        norm_bound: bound on update norms relative to the round's median (``0`` = off).
+        **kw: :class:`flwr.serverapp.strategy.FedAvg` arguments.
+    """
+
+    def __init__(self, *, min_clients: int = 1, aggregation: str = "mean", trim_fraction: float = 0.2,
+                 norm_bound: float = 0.0, **kw):
         FedAvg.__init__(self, **kw)
-        self._init_tracking(min_clients, "fedavg")
+        self._init_tracking(min_clients, "fedavg", aggregation=aggregation,
+                            trim_fraction=trim_fraction, norm_bound=norm_bound)
 
 
 class TrackedFedProx(_Tracked, FedProx):
-    """Flower's :class:`FedProx` (sends ``proximal-mu``) + validation and records."""
+    """Flower's :class:`FedProx` (sends ``proximal-mu``) + validation and records; the
+    aggregation options of :class:`TrackedFedAvg`."""
 
-    def __init__(self, *, min_clients: int = 1, **kw):
+    def __init__(self, *, min_clients: int = 1, aggregation: str = "mean", trim_fraction: float = 0.2,
+                 norm_bound: float = 0.0, **kw):
         FedProx.__init__(self, **kw)
-        self._init_tracking(min_clients, "fedprox")
+        self._init_tracking(min_clients, "fedprox", aggregation=aggregation,
+                            trim_fraction=trim_fraction, norm_bound=norm_bound)
 
 
 class PFedProx(TrackedFedProx):
@@ -231,14 +332,16 @@ class PFedProx(TrackedFedProx):
         proximal_mu: α4 (default: ``0.001``).
         min_clients: quorum: accepted updates needed per round (default: ``1``;
             :func:`make_strategy` passes the run's :attr:`FederatedConfig.quorum`).
+        norm_bound: bound on update norms relative to the round's median, each update
+            measured against the mixture that node was sent (``0`` = off, default).
         **kw: :class:`flwr.serverapp.strategy.FedProx` arguments.
     """
 
     def __init__(self, *, theta: float = 0.9, proximal_mu: float = 0.001, min_clients: int = 1,
-                 **kw):
+                 norm_bound: float = 0.0, **kw):
         if not 0.0 <= theta <= 1.0:
             raise ValueError(f"theta must lie in [0, 1], got {theta}")
-        super().__init__(proximal_mu=proximal_mu, min_clients=min_clients, **kw)
+        super().__init__(proximal_mu=proximal_mu, min_clients=min_clients, norm_bound=norm_bound, **kw)
         self.strategy_name = "p-fedprox"
         self.theta = float(theta)
         self.hat: dict[int, dict] = {}
@@ -295,7 +398,10 @@ class PFedProx(TrackedFedProx):
         out = []
         for msg in messages:
             node = int(msg.metadata.dst_node_id)
-            content = RecordDict({self.arrayrecord_key: self.personalised(node, arrays),
+            mine = self.personalised(node, arrays)
+            if mine is not arrays:
+                self.sent[node] = mine.to_torch_state_dict()  # what its update is measured against
+            content = RecordDict({self.arrayrecord_key: mine,
                                   self.configrecord_key: msg.content[self.configrecord_key]})
             out.append(Message(content=content, message_type=msg.metadata.message_type,
                                dst_node_id=node))
@@ -310,7 +416,7 @@ class PFedProx(TrackedFedProx):
                                  arrays)
 
     def aggregate_train(self, server_round, replies):
-        ok = self._validated(server_round, list(replies))
+        ok = self._accepted(server_round, replies)
         for msg in ok:
             node = int(msg.metadata.src_node_id)
             self.hat[node] = msg.content[self.arrayrecord_key].to_torch_state_dict()
@@ -330,17 +436,140 @@ class PFedProx(TrackedFedProx):
         return ArrayRecord(glob), metrics
 
 
+class _PersonalBody(_Tracked, FedAvg):
+    r"""Base of :class:`FedRep`, :class:`FedAS`, :class:`ELLP`: only the body crosses the wire.
+
+    The server holds, and sends, the global body :math:`\phi` only (the ServerApp's initial
+    arrays exclude the personal prefixes; :meth:`configure_train` refuses arrays that hold a
+    personal tensor). Each client keeps its personal head in ``Context.state`` and trains
+    with :func:`psyau_graph.federated.personalized.personal_local_train`, the routine of the
+    in-process engine. A reply carrying a personal tensor fails validation (wrong key set).
+    Aggregation: :func:`psyau_graph.federated.personalized.aggregate` (FedRep: sample-weighted
+    mean; FedAS/ELLP: Fisher-weighted, the diagonal Fisher arriving as a second
+    ``ArrayRecord`` ``"fisher"`` in the reply).
+
+    Args:
+        personal_prefixes: state-dict prefixes that stay on the client (non-empty).
+        fisher_keys: FedAS/ELLP: the body tensors a reply's Fisher record must hold (the
+            body's trainable parameters); required there.
+        min_clients: the quorum (default: ``1``).
+        norm_bound: bound on update norms relative to the round's median (``0`` = off).
+        eps: added to every Fisher value (default: ``1e-8``).
+        **kw: :class:`flwr.serverapp.strategy.FedAvg` arguments (sampling).
+    """
+
+    name = ""
+    uses_fisher = False
+
+    def __init__(self, *, personal_prefixes: Sequence[str], fisher_keys: Sequence[str] | None = None,
+                 min_clients: int = 1, norm_bound: float = 0.0, eps: float = 1e-8, **kw):
+        FedAvg.__init__(self, **kw)
+        self._init_tracking(min_clients, self.name, norm_bound=norm_bound)
+        if isinstance(personal_prefixes, str) or not personal_prefixes:
+            raise ValueError(f"{self.name}: personal_prefixes must be a non-empty sequence of prefixes")
+        self.personal = tuple(personal_prefixes)
+        if self.uses_fisher and not fisher_keys:
+            raise ValueError(f"{self.name}: fisher_keys (the body's trainable parameters) are required")
+        self.fisher_keys = list(fisher_keys or ())
+        self.eps = float(eps)
+
+    def summary(self) -> None:
+        log.info("%s: personal prefixes %s (kept on the clients)", self.name, list(self.personal))
+        super().summary()
+
+    def _body_only(self, arrays: ArrayRecord) -> None:
+        leak = [k for k in arrays.keys() if personalized._matches(k, self.personal)]
+        if leak:
+            raise ValueError(f"{self.name}: the server's arrays hold personal tensors {leak[:3]}; "
+                             "only the body may be sent")
+
+    def configure_train(self, server_round, arrays, config, grid):
+        self._body_only(arrays)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        self._body_only(arrays)
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
+    def _extra_check(self, content: RecordDict) -> str | None:
+        if not self.uses_fisher:
+            return None if "fisher" not in content else "unexpected Fisher record (FedRep sends none)"
+        if "fisher" not in content:
+            return "reply carries no Fisher information (record 'fisher')"
+        fisher = content["fisher"].to_torch_state_dict()
+        if set(fisher) != set(self.fisher_keys):
+            return (f"Fisher record has keys missing {sorted(set(self.fisher_keys) - set(fisher))[:5]}, "
+                    f"unexpected {sorted(set(fisher) - set(self.fisher_keys))[:5]}")
+        for k, f in fisher.items():
+            ref = (self.reference or {}).get(k)
+            if ref is not None and tuple(f.shape) != tuple(ref.shape):
+                return f"Fisher of {k!r} has shape {tuple(f.shape)}, expected {tuple(ref.shape)}"
+            if not bool(torch.isfinite(f).all()) or bool((f < 0).any()):
+                return f"Fisher of {k!r} must be finite and >= 0"
+        return None
+
+    def aggregate_train(self, server_round, replies):
+        ok = self._accepted(server_round, replies)
+        states = {i: m.content[self.arrayrecord_key].to_torch_state_dict() for i, m in enumerate(ok)}
+        n = {i: int(m.content["metrics"][self.weighted_by_key]) for i, m in enumerate(ok)}
+        if not ok or sum(n.values()) == 0:
+            return None, None
+        fishers = ({i: m.content["fisher"].to_torch_state_dict() for i, m in enumerate(ok)}
+                   if self.uses_fisher else None)
+        body = personalized.aggregate(self.name, states, n, fishers, self.eps)
+        metrics = self.train_metrics_aggr_fn([m.content for m in ok], self.weighted_by_key)
+        return ArrayRecord(body), metrics
+
+
+class FedRep(_PersonalBody):
+    """FedRep on Flower: head epochs then body epochs on the client; body averaged by
+    sample count (``num-examples``)."""
+
+    name = "fedrep"
+
+
+class FedAS(_PersonalBody):
+    """FedAS on Flower: head alignment, then local training, on the client; body averaged
+    element-wise with the clients' diagonal Fisher weights."""
+
+    name = "fedas"
+    uses_fisher = True
+
+
+class ELLP(_PersonalBody):
+    """ELLP (as implemented here, see :mod:`psyau_graph.federated.personalized`) on Flower:
+    decoupled personal head, body averaged with Fisher weights; no alignment step."""
+
+    name = "ellp"
+    uses_fisher = True
+
+
+_PERSONAL = {c.name: c for c in (FedRep, FedAS, ELLP)}
+
+
 def make_strategy(name: str, *, num_nodes: int, mu: float = 0.001, theta: float = 0.9,
-                  min_clients: int = 1):
-    """Flower strategy for ``name`` sampling all ``num_nodes`` nodes every round."""
+                  min_clients: int = 1, aggregation: str = "mean", trim_fraction: float = 0.2,
+                  norm_bound: float = 0.0, personal_prefixes: Sequence[str] = (),
+                  fisher_keys: Sequence[str] | None = None):
+    """Flower strategy for ``name`` sampling all ``num_nodes`` nodes every round.
+
+    ``aggregation``/``trim_fraction`` apply to fedavg/fedprox (others: ``"mean"`` only);
+    ``norm_bound`` to every strategy; ``personal_prefixes``/``fisher_keys`` to
+    fedrep/fedas/ellp.
+    """
     common = dict(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=num_nodes,
                   min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes,
-                  min_clients=min_clients)
+                  min_clients=min_clients, norm_bound=norm_bound)
+    if aggregation != "mean" and name not in ("fedavg", "fedprox"):
+        raise ValueError(f"aggregation {aggregation!r} is available for fedavg and fedprox, not {name!r}")
     if name == "fedavg":
-        return TrackedFedAvg(**common)
+        return TrackedFedAvg(aggregation=aggregation, trim_fraction=trim_fraction, **common)
     if name == "fedprox":
-        return TrackedFedProx(proximal_mu=mu, **common)
+        return TrackedFedProx(proximal_mu=mu, aggregation=aggregation, trim_fraction=trim_fraction,
+                              **common)
     if name == "p-fedprox":
         return PFedProx(theta=theta, proximal_mu=mu, **common)
-    raise ValueError(f"Flower engines run fedavg | fedprox | p-fedprox, got {name!r} "
-                     "(the local-only baseline runs in-process)")
+    if name in _PERSONAL:
+        return _PERSONAL[name](personal_prefixes=personal_prefixes, fisher_keys=fisher_keys, **common)
+    raise ValueError(f"Flower engines run fedavg | fedprox | p-fedprox | fedrep | fedas | ellp, "
+                     f"got {name!r} (the local-only baseline runs in-process)")
