@@ -80,7 +80,7 @@ def test_tracked_state_round_trip_and_checkpoint_checks(tmp_path):
         load_server_state(path, cfg, 0)
     with pytest.raises(ResumeError, match="no server checkpoint"):
         load_server_state(tmp_path / "missing.pt", cfg, 0)
-    with pytest.raises(ValueError, match="strategy state of 'fedavg'"):
+    with pytest.raises(ValueError, match="strategy state is for 'fedavg'"):
         PFedProx().load_state_dict(again.state_dict())
 
 

@@ -239,6 +239,9 @@ def test_strategy_state_round_trips_through_a_safe_checkpoint(tmp_path, all_node
     atomic_torch_save(s.state_dict(), tmp_path / "strategy.pt")
     back = PFedProx(theta=0.9, min_clients=2, min_train_nodes=1, min_available_nodes=1, norm_bound=2.0)
     back.load_state_dict(safe_torch_load(tmp_path / "strategy.pt", "strategy state"))
+    # the checkpoint keys Ŵ_j/n_j by client index: they come back once the nodes say who is who
+    assert back.hat == {}
+    back.bind_nodes(s.node_client)
     assert set(back.hat) == {1, 2} and back.n == {1: 10, 2: 30}
     assert torch.equal(back.hat[2]["w"], _t(3, 4)) and back.node_client == s.node_client
     # the restored strategy sends the same personalised models as the original
