@@ -127,6 +127,9 @@ def main(argv=None) -> int:
                    help="data prior of the settings that use one: auto (real mode: the co-occurrence prior of "
                         "the drawn rows; prototype mode: dfme), dfme, casme2, samm or a CSV path")
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. how the budget was chosen)")
+    p.add_argument("--merge", nargs="*", default=[],
+                   help="result JSONs (partial or final) of the same configuration whose finished runs are kept, "
+                        "e.g. seeds run in a second process")
     p.add_argument("--resume", action="store_true", help="keep finished runs found in --out (same settings)")
     p.add_argument("--out", default=None, help="result JSON (default: results/synthetic_learning.json, "
                                                "results/synthetic_learning_real.json with --au-mode real)")
@@ -184,17 +187,26 @@ def main(argv=None) -> int:
     out = Path(args.out)
     runs, settings = [], {}
     done = {}
-    if args.resume and out.is_file():  # keep finished runs of an interrupted benchmark with the same settings
-        old = json.loads(out.read_text())
-        same = (old.get("train", {}).get("epochs") == args.epochs and old.get("data", {}).get("n_clips") == len(ds)
+
+    def same_config(old: dict) -> bool:
+        return (old.get("train", {}).get("epochs") == args.epochs and old.get("data", {}).get("n_clips") == len(ds)
                 and old.get("train", {}).get("precision", "fp32") == args.precision
                 and old.get("data", {}).get("au_mode", "prototype") == args.au_mode
                 and old.get("data", {}).get("au_source") == data_cfg["au_source"]
                 and old.get("train", {}).get("prior", "dfme") == prior_info)
-        if same:
+
+    if args.resume and out.is_file():  # keep finished runs of an interrupted benchmark with the same settings
+        old = json.loads(out.read_text())
+        if same_config(old):
             done = {(r["ablation"], r["seed"]): r for r in old.get("runs", [])}
         else:
             print(f"--resume: {out} holds runs of other settings; starting afresh", flush=True)
+    for other in args.merge:  # runs finished by another process (e.g. other seeds), same configuration required
+        old = json.loads(Path(other).read_text())
+        if not same_config(old):
+            raise SystemExit(f"--merge {other}: its epochs/clips/precision/AU mode/prior differ from this run's")
+        for r in old.get("runs", []):
+            done.setdefault((r["ablation"], r["seed"]), r)
     # seed-major order: an interrupted run still holds every setting for the seeds it finished
     for seed in args.seeds:
         for ab in args.ablations:
@@ -237,6 +249,8 @@ def main(argv=None) -> int:
         "runs": runs,
         "machine": machine_info(start_load),
         "total_time_s": time.perf_counter() - t_all,
+        "train_time_s_sum": sum(r["time_s"] for r in runs),  # includes runs kept by --resume / --merge
+        "runs_kept_from_earlier": len(done),
     }
     atomic_write_text(out, json.dumps(result, indent=1))
     print(markdown_table(result))
