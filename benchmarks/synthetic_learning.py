@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     with warnings.catch_warnings(record=True) as caught:  # what the prior does to the graphs, for the record
         warnings.simplefilter("always")
         FedPsyAU(FedPsyAUConfig.from_ablation("VI", num_classes=ds.num_classes, prior=prior))
-    prior_warnings = sorted({str(w.message) for w in caught})
+    prior_warnings = sorted({str(w.message).replace(str(work), "<work>") for w in caught})
     data_cfg = {"subjects": args.subjects, "clips_per_subject": args.clips, "n_clips": len(ds),
                 "au_mode": args.au_mode, "au_source": args.au_source if args.au_mode == "real" else None,
                 "classes": list(ds.class_names), "flow": args.flow}
