@@ -24,6 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--au-unknown-frac", type=float, default=0.0,
                    help="fraction of clips whose AU cell is '?' (no AU coding; their AUs are still rendered) "
                         "(default 0)")
+    p.add_argument("--au-mode", choices=("prototype", "real"), default="prototype",
+                   help="AU sets from FACS prototypes per emotion (default) or from real (AU set, emotion) "
+                        "rows of the CASME II / SAMM coding sheets (shipped as counts)")
+    p.add_argument("--au-source", choices=("casme2", "samm", "casme2+samm"), default="casme2+samm",
+                   help="with --au-mode real: the sheets whose rows are drawn (default casme2+samm, pooled)")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2); output does not depend on it")
     p.add_argument("--xlsx", action="store_true", help="also write annotations.xlsx")
     p.add_argument("--figure", default=None, help="also write a PNG of onset/apex/true flow per emotion")
@@ -39,7 +44,8 @@ def run(args) -> int:
     cfg = SynthConfig(subjects=args.subjects, clips_per_subject=args.clips_per_subject,
                       frames_per_clip=args.frames_per_clip, size=args.size, seed=args.seed,
                       amplitude=tuple(args.amplitude), noise=args.noise, class_alpha=args.class_alpha,
-                      au_unknown_frac=args.au_unknown_frac)
+                      au_unknown_frac=args.au_unknown_frac,
+                      au_mode=args.au_mode, au_source=args.au_source)
     t0 = time.perf_counter()
     sheet = generate_synthetic(args.out, config=cfg, xlsx=args.xlsx, workers=args.workers)
     import json

@@ -10,6 +10,15 @@ field (sub-pixel to 1.6 px at apex by default) with an onset → apex → offset
 small head motion, occasional blinks and sensor noise. The true onset → apex flow
 is saved with every clip.
 
+AU sets come from one of two modes (``SynthConfig.au_mode``):
+
+* ``"prototype"`` (default): FACS prototypes per emotion (:data:`PROTOTYPES`) with
+  random dropout, optional and extra AUs and a share of atypical clips;
+* ``"real"``: (AU set, emotion) pairs of real annotation rows, drawn from the counts
+  of the CASME II and/or SAMM coding sheets shipped in ``au_stats_casme2_samm.json``
+  (:mod:`psyau_graph.data.au_stats`), so the set's AU co-occurrence is that of the
+  chosen sheets and the prior computed from the same rows describes it.
+
 Output (CASME II layout; frames root = ``out_dir``)::
 
     out_dir/annotations.csv          Subject, Filename, Onset Frame, Apex Frame,
@@ -18,7 +27,8 @@ Output (CASME II layout; frames root = ``out_dir``)::
     out_dir/sub01/EP01/img{n}.jpg    frames (JPEG, size × size RGB)
     out_dir/sub01/EP01/flow_gt.npz   flow (2, H, W) float16 onset→apex (u, v), aus,
                                      emotion, prototype (emotion whose AUs are
-                                     shown), onset, apex, blink (frame or -1)
+                                     shown; "" for au_mode "real"), onset, apex,
+                                     blink (frame or -1), au_source ("real" only)
 
 The astronaut's landmarks were detected once with dlib and ship as
 ``astronaut_landmarks.json`` (:func:`detect_astronaut_landmarks` recomputes them),
@@ -73,6 +83,10 @@ _MIRROR = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 
                    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
 
 
+#: how clips get their AU sets (see the module docstring)
+AU_MODES = ("prototype", "real")
+
+
 @dataclass
 class SynthConfig:
     """Parameters of the synthetic set (defaults used by ``psyau synth``).
@@ -104,6 +118,11 @@ class SynthConfig:
             as SMIC or a clip imported without a sheet); their AUs are still rendered and kept in
             ``flow_gt.npz``. Drawn from a stream of its own, so the other draws do not change
             (default 0).
+        au_mode: "prototype" (AU sets from FACS prototypes, default) or "real" ((AU set,
+            emotion) pairs of real annotation rows; ``au_dropout``, ``optional_prob``,
+            ``extra_au_prob`` and ``atypical_prob`` then do not apply).
+        au_source: sheets whose rows ``au_mode="real"`` draws from: "casme2", "samm" or
+            "casme2+samm" (pooled counts, default).
     """
 
     subjects: int = 12
@@ -122,6 +141,8 @@ class SynthConfig:
     noise: float = 3.0
     jpeg_quality: int = 92
     au_unknown_frac: float = 0.0
+    au_mode: str = "prototype"
+    au_source: str = "casme2+samm"
 
     def validate(self) -> None:
         for name in ("subjects", "clips_per_subject"):
@@ -135,6 +156,12 @@ class SynthConfig:
             raise ValueError(f"amplitude={self.amplitude}: expected 0 < min <= max")
         if not 0 <= self.au_unknown_frac <= 1:
             raise ValueError(f"au_unknown_frac={self.au_unknown_frac}: expected 0 <= value <= 1")
+        if self.au_mode not in AU_MODES:
+            raise ValueError(f"au_mode={self.au_mode!r}: expected one of {', '.join(AU_MODES)}")
+        from .au_stats import SOURCES
+
+        if self.au_source not in SOURCES:
+            raise ValueError(f"au_source={self.au_source!r}: expected one of {', '.join(SOURCES)}")
 
 
 # --------------------------------------------------------------------- the photo
@@ -309,13 +336,16 @@ class ClipPlan:
     offset: int
     seed: int
     blink: int = -1  # frame number of a blink's peak (a nuisance, not coded as an AU), -1 = none
-    shown: str = ""  # emotion whose AU prototype is rendered (== emotion unless atypical)
+    shown: str = ""  # emotion whose AU prototype is rendered (== emotion unless atypical); "" for real rows
     au_coded: bool = True  # False: the sheet's AU cell is '?' (the clip still shows plan.aus)
+    au_source: str = ""  # au_mode "real": the sheets the (AU set, emotion) pair was drawn from
 
 
 def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
     """Emotion, AUs and timing of every clip (deterministic in ``cfg.seed``)."""
     cfg.validate()
+    if cfg.au_mode == "real":
+        return _plan_real(cfg)
     plans = []
     for s in range(cfg.subjects):
         rng = np.random.default_rng([cfg.seed, s, 0])
@@ -335,15 +365,68 @@ def plan_dataset(cfg: SynthConfig) -> list[ClipPlan]:
             aus = sorted(set(aus))
             side = "L" if rng.random() < 0.5 else "R"
             facs = "+".join(f"{side}{a}" if shown in UNILATERAL and a in core else str(a) for a in aus)
-            n = cfg.frames_per_clip
-            first = int(rng.integers(1, 200))
-            on = int(rng.integers(1, max(2, n // 5)))
-            ap = int(rng.integers(on + 2, max(on + 3, n - 2)))
-            off = int(rng.integers(ap + 1, n))
-            blink = first + int(rng.integers(1, n - 1)) if rng.random() < cfg.blink_prob else -1
-            plans.append(ClipPlan(f"sub{s + 1:02d}", f"EP{c + 1:02d}", emotion, tuple(aus), facs,
-                                  first, first + on, first + ap, first + off, int(rng.integers(2**31)), blink,
-                                  shown, au_coded=not uncoded[c]))
+            plans.append(_timed_plan(rng, cfg, s, c, emotion, tuple(aus), facs, shown,
+                                     au_coded=not uncoded[c]))
+    return plans
+
+
+def _timed_plan(rng, cfg: SynthConfig, s: int, c: int, emotion: str, aus: tuple[int, ...], facs: str,
+                shown: str, au_source: str = "", au_coded: bool = True) -> ClipPlan:
+    """A clip's plan: its AUs and emotion plus timing, blink and render seed drawn from ``rng``."""
+    n = cfg.frames_per_clip
+    first = int(rng.integers(1, 200))
+    on = int(rng.integers(1, max(2, n // 5)))
+    ap = int(rng.integers(on + 2, max(on + 3, n - 2)))
+    off = int(rng.integers(ap + 1, n))
+    blink = first + int(rng.integers(1, n - 1)) if rng.random() < cfg.blink_prob else -1
+    return ClipPlan(f"sub{s + 1:02d}", f"EP{c + 1:02d}", emotion, aus, facs, first, first + on, first + ap,
+                    first + off, int(rng.integers(2**31)), blink, shown, au_coded, au_source)
+
+
+def real_pair_table(source: str = "casme2+samm") -> tuple[list[str], list[list[tuple[int, ...]]], list[np.ndarray]]:
+    """The renderable (AU set, emotion) pairs of ``source``, grouped by emotion.
+
+    Pairs whose AU set has none of the 12 graph AUs are left out (the generator can only
+    move the 12; such a clip would show no expression).
+
+    Returns:
+        ``(emotions, au_sets, counts)``: emotions present (in :data:`EMOTIONS` order),
+        per emotion its AU tuples and their int64 counts (same order).
+    """
+    from .au_stats import pair_counts
+
+    by_emotion: dict[str, dict[tuple[int, ...], int]] = {}
+    for (aus, emotion), n in sorted(pair_counts(source).items()):
+        if aus and emotion in EMOTIONS:
+            by_emotion.setdefault(emotion, {})[aus] = n
+    emotions = [e for e in EMOTIONS if e in by_emotion]
+    return (emotions, [list(by_emotion[e]) for e in emotions],
+            [np.array(list(by_emotion[e].values()), dtype=np.int64) for e in emotions])
+
+
+def _plan_real(cfg: SynthConfig) -> list[ClipPlan]:
+    """Plans of ``au_mode="real"``: each clip's (AU set, emotion) pair from real rows.
+
+    Subject s draws its emotion mix ``m_s ~ Dirichlet(class_alpha * K * p)`` (``p`` the
+    emotion frequencies of the rows, ``K`` their number; E[m_s] = p), each clip an
+    emotion from ``m_s`` and an AU set from that emotion's rows in proportion to their
+    counts. Over subjects the pairs therefore follow the rows' joint distribution, while
+    subjects still differ in their class mix.
+    """
+    emotions, sets, counts = real_pair_table(cfg.au_source)
+    totals = np.array([c.sum() for c in counts], dtype=np.float64)
+    p = totals / totals.sum()
+    plans = []
+    for s in range(cfg.subjects):
+        rng = np.random.default_rng([cfg.seed, s, 0, 1])  # a stream of its own (not the prototype mode's)
+        mix = rng.dirichlet(cfg.class_alpha * len(emotions) * p)
+        uncoded = np.random.default_rng([cfg.seed, s, 1]).random(cfg.clips_per_subject) < cfg.au_unknown_frac
+        for c in range(cfg.clips_per_subject):
+            k = int(rng.choice(len(emotions), p=mix))
+            aus = sets[k][int(rng.choice(len(sets[k]), p=counts[k] / counts[k].sum()))]
+            facs = "+".join(str(a) for a in aus)
+            plans.append(_timed_plan(rng, cfg, s, c, emotions[k], tuple(aus), facs, "", cfg.au_source,
+                                     au_coded=not uncoded[c]))
     return plans
 
 
@@ -361,12 +444,13 @@ def render_clip(plan: ClipPlan, face: np.ndarray, landmarks: np.ndarray, cfg: Sy
     size, n = cfg.size, cfg.frames_per_clip
     lo, hi = cfg.amplitude
     shown = plan.shown or plan.emotion
-    core = set(PROTOTYPES[shown][0]) | set(PROTOTYPES[shown][1])
+    # a real row's AUs all count as the expression's own (full strength, both sides)
+    core = set(plan.aus) if plan.au_source else set(PROTOTYPES[shown][0]) | set(PROTOTYPES[shown][1])
     # relative AU strengths (extra AUs weaker); the summed field is then scaled so that its
     # peak equals the clip's amplitude (overlapping AUs must not add up beyond it)
     amps = {a: rng.uniform(0.6, 1.0) * (1.0 if a in core else rng.uniform(0.4, 0.8)) for a in plan.aus}
     peak = float(np.clip(rng.uniform(lo, hi) * expressiveness, 0.5 * lo, hi))
-    unilateral = shown in UNILATERAL
+    unilateral = shown in UNILATERAL and not plan.au_source
     side = ("l" if "L" in plan.facs else "r") if unilateral else None
     field = au_field([a for a in plan.aus if a in core], landmarks, size, amps, side)
     field += au_field([a for a in plan.aus if a not in core], landmarks, size, amps)
@@ -462,9 +546,10 @@ def _subject_job(job) -> int:
             if not ok:
                 raise RuntimeError(f"JPEG encoding failed for {plan.subject}/{plan.clip} frame {num}")
             (tmp / f"img{num}.jpg").write_bytes(buf.tobytes())
+        extra = {"au_source": plan.au_source} if plan.au_source else {}
         np.savez_compressed(tmp / "flow_gt.npz", flow=flow.astype(np.float16), aus=np.array(plan.aus),
-                            emotion=plan.emotion, prototype=plan.shown or plan.emotion, onset=plan.onset,
-                            apex=plan.apex, blink=plan.blink)
+                            emotion=plan.emotion, prototype="" if plan.au_source else (plan.shown or plan.emotion),
+                            onset=plan.onset, apex=plan.apex, blink=plan.blink, **extra)
         if final.exists():  # a stale partial folder without flow_gt.npz
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -505,6 +590,9 @@ def generate_synthetic(out_dir, subjects: int = 12, clips_per_subject: int = 10,
     out.mkdir(parents=True, exist_ok=True)
     info = {"config": asdict(cfg), "source_photo": "skimage.data.astronaut() (one photo: all subjects derive from it)",
             "emotions": list(EMOTIONS), "clips": len(plans)}
+    if cfg.au_mode == "real":
+        info["au_statistics"] = {"file": "au_stats_casme2_samm.json (derived counts of the CASME II / SAMM coding "
+                                         "sheets)", "source": cfg.au_source}
     tmp_info = out / "synth_info.json.tmp"
     tmp_info.write_text(json.dumps(info, indent=1))
     os.replace(tmp_info, out / "synth_info.json")
