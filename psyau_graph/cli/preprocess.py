@@ -144,7 +144,7 @@ def run(args) -> int:
     rate = report["timings"]["clips_per_s"]
     print(f"{args.dataset}: {report['processed']} processed, {report['cached']} already cached, "
           f"{len(report['skipped'])} skipped, {len(problems)} annotation report entr(ies)"
-          + (f"; flow on {report['device']}" if report["device"] != "cpu" else "")
+          + (f"; flow on {args.device}" if args.device != "cpu" else "")
           + (f"; {rate:.1f} clips/s" if rate else ""))
     for s in report["skipped"][:20]:
         print(f"  skipped {s['subject']}/{s['clip']}: {s['reason'].splitlines()[0]}")
