@@ -128,7 +128,8 @@ def extrapolate(folds: list[dict], measured_epochs: int, epochs: int, n_folds: i
     """The formula of the module doc, on wall-clock (``clock=""``) or process CPU time (``"cpu_"``)."""
     steady = [e for f in folds for e in f[f"epoch_{clock}s"][1:]]
     t_epoch = statistics.median(steady)
-    fold_e = statistics.mean(f[f"{clock}s" if clock else "wall_s"] for f in folds) + (epochs - measured_epochs) * t_epoch
+    measured = statistics.mean(f[f"{clock}s" if clock else "wall_s"] for f in folds)
+    fold_e = measured + (epochs - measured_epochs) * t_epoch
     loso = n_folds * fold_e
     n_train = statistics.mean(f["n_train"] for f in folds)
     final = fold_e + epochs * t_epoch * (n_clips / n_train - 1.0)

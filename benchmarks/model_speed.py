@@ -25,7 +25,8 @@ for these variants, all timed in the same run, interleaved repeat by repeat, aft
 Before timing, the fp32 variants are checked to give the same eval-mode output and the bf16
 ones to stay within bf16 rounding of it. Median and spread (min, max) are reported.
 
-    python benchmarks/model_speed.py [--batch-sizes 32 256] [--repeats 5] [--warmup 2] [--threads N] [--compile lfe|model]
+    python benchmarks/model_speed.py [--batch-sizes 32 256] [--repeats 5] [--warmup 2] [--threads N]
+        [--compile lfe|model]
 
 Wall-clock and process-CPU-time figures are both recorded: on a loaded machine the
 CPU-time ratio is the steadier one.
@@ -158,7 +159,8 @@ def _compiler_info() -> dict:
     version = None
     if cc:
         try:
-            version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
+            version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                     timeout=10).stdout.splitlines()[0]
         except (OSError, subprocess.SubprocessError) as exc:
             version = f"{cc} --version failed: {exc}"
     return {"c_compiler": cc, "c_compiler_version": version}

@@ -65,7 +65,8 @@ def profile_step(precision: str, b: int, warmup: int, steps: int, top: int, peak
                      "gflop_per_s": (flops / (total_ms / 1000) / 1e9) if flops and total_ms > 0 else None,
                      "fraction_of_gemm_peak": ((flops / (total_ms / 1000) / 1e9) / peak)
                      if flops and total_ms > 0 else None})
-    flop_ops = [{"op": e.key, "flop_per_step": e.flops / steps, "total_cpu_ms_per_step": e.cpu_time_total / 1000 / steps,
+    flop_ops = [{"op": e.key, "flop_per_step": e.flops / steps,
+                 "total_cpu_ms_per_step": e.cpu_time_total / 1000 / steps,
                  "gflop_per_s": e.flops / steps / (e.cpu_time_total / 1e6 / steps) / 1e9}
                 for e in events if e.flops and e.cpu_time_total > 0]
     flop_ops.sort(key=lambda r: r["total_cpu_ms_per_step"], reverse=True)
