@@ -75,6 +75,7 @@ class PerHeadGATBlock(nn.Module):
     def __init__(self, block: nn.Module):
         super().__init__()
         self.conv1, self.conv2 = block.conv1, block.conv2
+        self.feat_dropout = float(getattr(block, "feat_dropout", 0.0))
         self.register_buffer("adj", block.adj.clone())
         self.prior = None if block.prior is None else block.prior.clone()
 
@@ -82,9 +83,10 @@ class PerHeadGATBlock(nn.Module):
         if return_attention:
             raise NotImplementedError("the benchmark variant does not return attention")
         beta = float(self.conv1.beta if beta is None else beta)
-        h = _dense_layer(self.conv1, x, self.adj, self.prior, beta)
-        h = _dense_layer(self.conv2, F.elu(h), self.adj, self.prior, beta)
-        return h + x
+        p, train = self.feat_dropout, self.training
+        h = _dense_layer(self.conv1, F.dropout(x, p, train), self.adj, self.prior, beta)
+        h = _dense_layer(self.conv2, F.dropout(F.elu(h), p, train), self.adj, self.prior, beta)
+        return F.elu(h) + x  # as the library block (paper eq. 5): ELU on the aggregation, then the residual
 
 
 def authors_structure(model: nn.Module) -> nn.Module:

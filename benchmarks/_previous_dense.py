@@ -50,3 +50,21 @@ def use_previous_dense(model: torch.nn.Module) -> torch.nn.Module:
         if isinstance(m, DPKGATConv):
             m.forward_dense = types.MethodType(_previous_forward_dense, m)
     return model
+
+
+def _no_bn_fold(self) -> bool:
+    return False
+
+
+def use_before_speed_work(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` that computes as the library did before the speed work:
+    the previous dense DPK-GAT (:func:`use_previous_dense`) and, in eval mode, the LFE's
+    BatchNorm run as its own pass after each convolution instead of folded into it (the
+    chunked conv → BatchNorm → ReLU schedule of that time). Same outputs up to rounding."""
+    from psyau_graph.nn.lfe import LFE
+
+    model = use_previous_dense(model)
+    for m in model.modules():
+        if isinstance(m, LFE):
+            m._bn_eval = types.MethodType(_no_bn_fold, m)
+    return model

@@ -16,12 +16,17 @@ for these variants, all timed in the same run, interleaved repeat by repeat, aft
 * ``bf16_gemm_lfe``: as ``bf16`` with ``LFE(impl="gemm")`` (the convolutions as matrices);
 * ``authors_structure``: the same weights run with the authors' structure
   (``_authors_structure.py``: per-ROI Python loop in LFE and AFE, dense per-head GAT with
-  pairwise concatenation), fp32.
+  pairwise concatenation), fp32;
+* with ``--compile lfe|model``: ``fp32_compile`` and ``bf16_compile``, the library model
+  with its LFE (or the whole model) wrapped in ``torch.compile`` (inductor); compile times
+  (first calls) and any compile error are recorded under ``compile`` in the JSON (a failed
+  variant is left out, not replaced).
 
 Before timing, the fp32 variants are checked to give the same eval-mode output and the bf16
 ones to stay within bf16 rounding of it. Median and spread (min, max) are reported.
 
     python benchmarks/model_speed.py [--batch-sizes 32 256] [--repeats 5] [--warmup 2] [--threads N]
+        [--compile lfe|model]
 
 Wall-clock and process-CPU-time figures are both recorded: on a loaded machine the
 CPU-time ratio is the steadier one.
@@ -125,30 +130,69 @@ def train_flops_per_sample(model, b: int, device: str, seed: int = 0) -> float:
     return counter.get_total_flops() / b
 
 
-def _variants(ours) -> dict:
+def _variants(ours, compile_: str | None = None) -> dict:
     gemm = copy.deepcopy(ours)
     gemm.au_net.lfe.impl = "gemm"
-    return {PEER: (use_previous_dense(ours), "fp32"), "fp32": (ours, "fp32"), "bf16": (copy.deepcopy(ours), "bf16"),
-            "bf16_gemm_lfe": (gemm, "bf16"), "authors_structure": (authors_structure(ours), "fp32")}
+    out = {PEER: (use_previous_dense(ours), "fp32"), "fp32": (ours, "fp32"), "bf16": (copy.deepcopy(ours), "bf16"),
+           "bf16_gemm_lfe": (gemm, "bf16"), "authors_structure": (authors_structure(ours), "fp32")}
+    if compile_:
+        # torch.compile (inductor; on the CPU it generates C++/OpenMP kernels with the system
+        # compiler): the same weights, compiled once per variant; forward and backward graphs
+        # are compiled on the first training call, the eval graph on the first eval call.
+        # "model": the whole network; "lfe": only the LFE (its convolutions, BatchNorm and ReLU
+        # are most of the step, see the profile), so inductor can fuse BatchNorm + ReLU there
+        for prec in ("fp32", "bf16"):
+            m = copy.deepcopy(ours)
+            if compile_ == "model":
+                m = torch.compile(m)
+            else:
+                m.au_net.lfe = torch.compile(m.au_net.lfe)
+            out[f"{prec}_compile"] = (m, prec)
+    return out
+
+
+def _compiler_info() -> dict:
+    import shutil
+    import subprocess
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    version = None
+    if cc:
+        try:
+            version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                     timeout=10).stdout.splitlines()[0]
+        except (OSError, subprocess.SubprocessError) as exc:
+            version = f"{cc} --version failed: {exc}"
+    return {"c_compiler": cc, "c_compiler_version": version}
 
 
 def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0, threads: int | None = None,
-        device: str = "cpu") -> dict:
+        device: str = "cpu", compile_: str | None = None) -> dict:
     start_load = load_average()
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     ours = FedPsyAU(FedPsyAUConfig()).to(device)
-    variants = _variants(ours)
+    variants = _variants(ours, compile_)
     rois, flow, _, _ = (t.to(device) for t in _inputs(4, seed))
-    checks = {}
+    checks, failed, first_call = {}, {}, {}
     with torch.no_grad():
         ours.eval()
         ref = ours(rois, flow).logits
-        for k, (m, prec) in variants.items():
+        for k, (m, prec) in list(variants.items()):
             m.eval()
-            with autocast(prec, device):
-                diff = float((m(rois, flow).logits.float() - ref).abs().max())
+            t0 = time.perf_counter()
+            try:
+                with autocast(prec, device):
+                    diff = float((m(rois, flow).logits.float() - ref).abs().max())
+            except Exception as exc:  # a compile failure is recorded in the JSON, the variant dropped
+                if not k.endswith("_compile"):
+                    raise
+                failed[k] = f"{type(exc).__name__}: {exc}"[:2000]
+                print(f"variant {k} failed: {failed[k].splitlines()[0]}", file=sys.stderr, flush=True)
+                del variants[k]
+                continue
+            first_call[k] = {"eval_first_call_s_at_B4": time.perf_counter() - t0}
             checks[k] = diff
             if diff > (1e-4 if prec == "fp32" else 5e-2):
                 raise RuntimeError(f"variant {k} computes something else (max |Δlogits| = {diff})")
@@ -163,9 +207,20 @@ def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0,
             line = []
             order = list(variants) if i % 2 == 0 else list(variants)[::-1]
             for k in order:  # interleaved: every variant sees the same machine load
+                if k in failed:
+                    continue
                 m, prec = variants[k]
-                tt, tc = _train_step(m, opts[k], rois, flow, y, au, prec)
-                it, ic = _infer(m, rois, flow, prec)
+                try:
+                    tt, tc = _train_step(m, opts[k], rois, flow, y, au, prec)
+                    it, ic = _infer(m, rois, flow, prec)
+                except Exception as exc:  # compiled variants only: recorded, dropped from the run
+                    if not k.endswith("_compile"):
+                        raise
+                    failed[k] = f"B={b}: {type(exc).__name__}: {exc}"[:2000]
+                    print(f"variant {k} failed: {failed[k].splitlines()[0]}", file=sys.stderr, flush=True)
+                    continue
+                if i == 0:
+                    first_call.setdefault(k, {})[f"B{b}"] = {"train_first_call_s": tt, "infer_first_call_s": it}
                 line.append(f"{k} train {tt:.2f}s infer {it:.2f}s")
                 if i >= warmup:
                     meas[k]["train"].append(b / tt)
@@ -176,6 +231,8 @@ def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0,
                   file=sys.stderr, flush=True)
         rec = {}
         for k, v in meas.items():
+            if k in failed or not v["train"]:
+                continue
             prec = variants[k][1]
             sps = _summary(v["train"])
             gflops = sps["median"] * flops / 1e9
@@ -183,11 +240,11 @@ def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0,
                       "train_samples_per_cpu_s": _summary(v["train_cpu"]),
                       "infer_cpu_ms_per_sample": _summary(v["infer_cpu"]),
                       "train_gflop_per_s": gflops, "train_fraction_of_gemm_peak": gflops / peak[prec]}
-        for k in variants:
+        for k in rec:
             if k == PEER:
                 continue
-            for peer in (PEER, "authors_structure"):
-                if k == peer:
+            for peer in (PEER, "authors_structure", "fp32", "bf16"):
+                if k == peer or peer not in rec or (peer in ("fp32", "bf16") and not k.endswith("_compile")):
                     continue
                 rec[k][f"train_x_{peer}"] = (rec[k]["train_samples_per_s"]["median"]
                                              / rec[peer]["train_samples_per_s"]["median"])
@@ -203,6 +260,11 @@ def run(batch_sizes=(32, 256), repeats: int = 5, warmup: int = 2, seed: int = 0,
                 "'before_fp32', the peer of the targets) and the same weights run with the authors' "
                 "structure, all in the same run",
         "equivalence_check_max_abs_logit_diff": checks,
+        "compile": ({"enabled": True, "what": compile_,
+                     "how": ("torch.compile(model)" if compile_ == "model" else "model.au_net.lfe = torch.compile(lfe)")
+                     + " with the default inductor backend and mode; first-call times include compilation",
+                     "first_call_s": first_call,
+                     "failed": failed, **_compiler_info()} if compile_ else {"enabled": False}),
         "gemm_peak_gflop_per_s": peak, "gemm_peak_how": "best of 5 torch.mm of 2048x2048, same threads",
         "train_flop_per_sample": flops,
         "train_flop_how": "torch.utils.flop_counter.FlopCounterMode over forward + loss + backward "
@@ -230,13 +292,18 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu",
                     help="torch device (default: cpu; e.g. cuda on a machine with a GPU, where the "
                          "authors' per-ROI loops are bound by kernel launches)")
+    ap.add_argument("--compile", choices=("lfe", "model"), default=None,
+                    help="also time fp32 and bf16 with torch.compile (inductor; needs a C compiler on the CPU) "
+                         "of the LFE only or of the whole model; a compile failure is recorded in the JSON "
+                         "under 'compile.failed'")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     malloc = "glibc defaults" if args.default_malloc else f"keep_freed_memory() -> {keep_freed_memory()}"
-    runs = [run(tuple(args.batch_sizes), args.repeats, args.warmup, threads=t, device=args.device)
-            for t in args.threads]
+    runs = [run(tuple(args.batch_sizes), args.repeats, args.warmup, threads=t, device=args.device,
+                compile_=args.compile) for t in args.threads]
     res = {k: v for k, v in runs[0].items() if k not in ("results", "threads")}
     res["results_by_threads"] = {str(r["threads"]): r["results"] for r in runs}
+    res["compile_by_threads"] = {str(r["threads"]): r["compile"] for r in runs}
     res["malloc"] = malloc
     res["device"] = args.device
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +314,7 @@ def main(argv=None) -> int:
     for t, results in res["results_by_threads"].items():
         for b, rec in results.items():
             for k, r in rec.items():
-                extra = "".join(f" x{r[f'train_x_{p}']:.2f} vs {p}" for p in (PEER, "authors_structure")
+                extra = "".join(f" x{r[f'train_x_{p}']:.2f} vs {p}" for p in (PEER, "authors_structure", "fp32", "bf16")
                                 if f"train_x_{p}" in r)
                 print(f"threads={t} B={b} {k:<18} train {r['train_samples_per_s']['median']:7.1f} samples/s "
                       f"({r['train_gflop_per_s']:.0f} GFLOP/s, {100 * r['train_fraction_of_gemm_peak']:.0f}% of "

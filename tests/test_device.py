@@ -12,7 +12,7 @@ from psyau_graph.federated.config import FederatedConfig
 from psyau_graph.federated.run import FederatedRun
 from psyau_graph.federated.task import ToyTask, make_toy_data
 from psyau_graph.preprocess.flow import compute_flow
-from psyau_graph.train.device import check_device
+from psyau_graph.train.device import check_device, resolve_device
 from psyau_graph.train.fit import TrainConfig
 
 
@@ -53,6 +53,10 @@ def test_configs_refuse_an_unavailable_device(no_cuda):
     ["predict", "--checkpoint", "{d}/m.pt", "--frames", "{d}", "--onset", "1", "--apex", "2", "--device", "cuda"],
     ["demo", "--out", "{d}/o", "--device", "cuda"],
     ["demo", "--out", "{d}/o", "--precision", "fp16"],
+    ["evaluate", "--checkpoint", "{d}/m.pt", "--data", "{d}", "--out", "{d}/o", "--device", "cuda"],
+    ["evaluate", "--checkpoint", "{d}/m.pt", "--data", "{d}", "--out", "{d}/o", "--precision", "fp16"],
+    ["preprocess", "--annotations", "{d}/s.csv", "--dataset", "synth", "--frames", "{d}", "--out", "{d}/o",
+     "--device", "cuda"],
 ])
 def test_commands_exit_2_on_a_device_or_precision_they_cannot_use(argv, tmp_path, capsys, no_cuda, monkeypatch):
     monkeypatch.delenv("PSYAU_TRACEBACK", raising=False)
@@ -100,3 +104,100 @@ def test_tvl1_device_argument_runs_there_and_returns_numpy():
     assert isinstance(dev, np.ndarray) and np.array_equal(cpu, dev)
     with pytest.raises(ValueError, match="must be a torch device"):
         compute_flow(a, b, "tvl1", device="gpu0")
+
+
+def test_resolve_device_auto(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("AUTO") == torch.device("cuda", 0)
+
+
+def _fake_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+def _preprocess_args(tmp_path, *extra):
+    from psyau_graph.cli import build_parser
+
+    return build_parser(["preprocess"]).parse_args(
+        ["preprocess", "--annotations", str(tmp_path / "s.csv"), "--dataset", "synth", "--frames", str(tmp_path),
+         "--out", str(tmp_path / "o"), *extra])
+
+
+def test_preprocess_device_arguments(tmp_path, monkeypatch):
+    from psyau_graph.cli.preprocess import GPU_FLOW_BATCH_CLIPS, check_device_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = _preprocess_args(tmp_path, "--device", "auto")
+    check_device_args(args)
+    assert (args.device, args.flow_batch_clips) == ("cpu", 0)  # the CPU default: whole clips per worker
+    _fake_cuda(monkeypatch)
+    args = _preprocess_args(tmp_path, "--device", "auto")
+    check_device_args(args)
+    assert (args.device, args.flow_batch_clips) == ("cuda:0", GPU_FLOW_BATCH_CLIPS)
+    args = _preprocess_args(tmp_path, "--device", "auto", "--flow", "dis")
+    check_device_args(args)
+    assert args.device == "cpu"  # auto: only TV-L1 can use the GPU
+    with pytest.raises(ValueError, match="only the TV-L1 flow"):
+        check_device_args(_preprocess_args(tmp_path, "--device", "cuda", "--flow", "dis"))
+    with pytest.raises(ValueError, match="flow_batch_clips must be"):
+        check_device_args(_preprocess_args(tmp_path, "--device", "cuda", "--flow-batch-clips", "0"))
+    args = _preprocess_args(tmp_path, "--device", "cuda", "--flow-batch-clips", "4")
+    check_device_args(args)
+    assert (args.device, args.flow_batch_clips) == ("cuda", 4)
+
+
+def test_preprocess_cli_gpu_misuse_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PSYAU_TRACEBACK", raising=False)
+    _fake_cuda(monkeypatch)
+    argv = ["preprocess", "--annotations", str(tmp_path / "s.csv"), "--dataset", "synth", "--frames",
+            str(tmp_path), "--out", str(tmp_path / "o"), "--device", "cuda", "--flow", "farneback"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "psyau preprocess: error:" in err and "only the TV-L1 flow" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_preprocess_dataset_runs_the_flow_on_the_chosen_device(tmp_path, monkeypatch):
+    """With a GPU device the batched TV-L1 call in the parent gets ``device``; the workers'
+    settings do not (they never touch CUDA). CUDA is faked here, so the spy runs the flow on
+    the CPU after recording the device it was asked for."""
+    import pandas as pd
+
+    from _preprocess_helpers import mouth_pull_frames, write_clip
+    from psyau_graph.preprocess import pipeline
+    from psyau_graph.preprocess.batch import preprocess_dataset
+
+    frames = mouth_pull_frames(n=6, amp=1.5)
+    rows = []
+    for k in range(2):
+        write_clip(tmp_path / "f" / "sub01" / f"EP0{k}", np.roll(frames, k, axis=2), first=10)
+        rows.append(dict(dataset="casme2", subject="sub01", clip=f"EP0{k}", onset=10, apex=14, offset=15,
+                         aus=frozenset({12}), emotion="happiness", row=k + 2))
+    df = pd.DataFrame(rows)
+    seen = []
+    real = pipeline.flow_batch
+
+    def spy(onsets, apexes, method="tvl1", **params):
+        seen.append(params.pop("device", None))
+        return real(onsets, apexes, method, **params)
+
+    monkeypatch.setattr(pipeline, "flow_batch", spy)
+    _fake_cuda(monkeypatch)
+    rep = preprocess_dataset(df, tmp_path / "f", tmp_path / "c", dataset="casme2", flow="tvl1", workers=1,
+                             flow_batch_clips=2, progress=False, device="cuda",
+                             flow_params={"num_iter": 3, "num_warp": 1})
+    assert rep["processed"] == 2 and rep["device"] == "cuda" and seen == ["cuda"]
+    with pytest.raises(ValueError, match="flow_batch_clips must be"):
+        preprocess_dataset(df, tmp_path / "f", tmp_path / "d", dataset="casme2", flow="tvl1", device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        preprocess_dataset(df, tmp_path / "f", tmp_path / "e", dataset="casme2", device="cuda",
+                           flow_batch_clips=2)
+    assert not (tmp_path / "e").exists()

@@ -100,3 +100,19 @@ def test_pretrain_accepts_pyg_batches():
     batch = Batch.from_data_list([Data(x=rois[i], au=au[i:i + 1]) for i in range(4)])
     hist = pretrain_au_module(FedPsyAU(), [batch], epochs=1, progress=False)
     assert len(hist) == 1 and hist[0] > 0
+
+
+def test_pretrain_device_and_precision():
+    """bf16 autocast on the CPU trains (finite, decreasing loss); an unavailable device is an
+    error before anything runs; fp16 needs CUDA."""
+    torch.manual_seed(0)
+    model = FedPsyAU()
+    hist = pretrain_au_module(model, _data(), epochs=2, lr=3e-3, batch_size=12, progress=False,
+                              device="cpu", precision="bf16")
+    assert len(hist) == 2 and all(torch.isfinite(torch.tensor(hist)))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: weights stay fp32
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        pretrain_au_module(model, _data(), epochs=1, progress=False, precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pretrain_au_module(model, _data(), epochs=1, progress=False, device="cuda")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._compute import add_compute_args, check_compute_args
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("evaluate", help="evaluate a trained model on a preprocessed cache",
@@ -15,6 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     p.add_argument("--out", default=None, help="folder for evaluation.json and confusion.png (optional)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_compute_args(p)
     p.set_defaults(_run=run)
     return p
 
@@ -28,7 +31,9 @@ def run(args) -> int:
     from psyau_graph.train.fit import evaluate, make_loader
     from psyau_graph.train.protocols import atomic_write_text, to_jsonable
 
+    check_compute_args(args)
     model, ck = build_model(args.checkpoint)
+    model.to(args.device)
     scheme = args.classes or ck.get("label_scheme")
     dataset = MEDataset(args.data, label_scheme=scheme)
     names = list(ck.get("class_names") or [])
@@ -38,12 +43,14 @@ def run(args) -> int:
     num_classes = len(names) or int(dataset.num_classes)
     ev = evaluate(model, make_loader(dataset, args.batch_size, shuffle=False), num_classes=num_classes,
                   loss_weights=tuple(getattr(model.config, "loss_weights", (0.2, 0.8, 0.8))),
-                  beta=ck.get("beta"), class_names=names or None, progress=True)
+                  beta=ck.get("beta"), class_names=names or None, progress=True, device=args.device,
+                  precision=args.precision)
     summary = {k: ev[k] for k in ("uf1", "uar", "acc", "loss", "au_f1", "au_threshold", "au_labels_known")}
     summary.update({"n": int(len(ev["y_true"])), "class_names": ev["report"]["class_names"],
                     "f1": ev["report"]["f1"], "recall": ev["report"]["recall"],
                     "confusion": ev["report"]["confusion"], "au_f1_per_au": ev["au_f1_per_au"],
-                    "checkpoint": str(args.checkpoint), "data": str(args.data), "label_scheme": scheme})
+                    "checkpoint": str(args.checkpoint), "data": str(args.data), "label_scheme": scheme,
+                    "device": args.device, "precision": args.precision})
     if args.out:
         from psyau_graph.viz.training import plot_confusion
 

@@ -136,6 +136,11 @@ def run(args) -> int:
     from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
 
     out = Path(args.out)
+    try:  # first: resolves --device auto, which the configs below record
+        check_compute_args(args)
+    except ValueError as exc:
+        print(f"psyau federate: error: {exc}", file=sys.stderr)
+        return 2
     if args.task == "toy":
         task_spec = {"name": "toy"}
     else:
@@ -165,7 +170,6 @@ def run(args) -> int:
               f"(no federation) runs on the in-process engine, not {args.engine} (recorded as "
               "'engines' in summary.json)", file=sys.stderr)
     try:  # validate every configuration before anything starts
-        check_compute_args(args)
         configs = {s: FederatedConfig(strategy=s, **common) for s in args.strategy}
         if args.task == "fedpsyau" and (args.au_module is not None or args.freeze_au):
             from psyau_graph.federated.task import make_task as _check_task

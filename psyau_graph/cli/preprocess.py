@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+from ._compute import add_compute_args, check_compute_args
+
+#: clips whose apex-window pairs go to the GPU in one batched TV-L1 call (3 pairs each at ±1)
+GPU_FLOW_BATCH_CLIPS = 32
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -45,9 +50,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--check-annotations", action="store_true",
                    help="only read the sheet: print the summary, write <out>/annotation_report.json, "
                         "process no frames")
-    p.add_argument("--flow-batch-clips", type=int, default=0,
+    p.add_argument("--flow-batch-clips", type=int, default=None,
                    help="compute the flow of this many clips in one batched call in the main process "
-                        "(faster with tvl1; default 0: each worker does whole clips)")
+                        f"(default: 0 on the CPU, each worker does whole clips; {GPU_FLOW_BATCH_CLIPS} "
+                        "with a CUDA --device)")
+    add_compute_args(p, precision=False)
     p.add_argument("--face-box", default="largest", metavar="CHOICE",
                    help="which face of each onset frame: 'largest' (default, over all detection passes), "
                         "'centre' (nearest the frame centre) or 'LEFT,TOP,RIGHT,BOTTOM' in pixels; a "
@@ -56,8 +63,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="CSV with columns subject, clip, face_box (same values as --face-box) giving "
                         "the face of single clips")
     p.add_argument("--limit", type=int, default=None, help="only the first N annotation rows")
+    for action in p._actions:
+        if action.dest == "device":
+            action.help = ("torch device of the TV-L1 flow: cpu (default), cuda, cuda:N, or auto (cuda:0 where "
+                           "CUDA is available and --flow is tvl1, else cpu). On a GPU the flow of "
+                           "--flow-batch-clips clips runs batched in the main process while the workers "
+                           "read frames and align; the device used is recorded in report.json; an "
+                           "unavailable device is an error, nothing falls back to the CPU")
     p.set_defaults(_run=run)
     return p
+
+
+def check_device_args(args) -> None:
+    """Resolve ``--device`` (``auto`` → a GPU only for TV-L1) and ``--flow-batch-clips``;
+    raise ``ValueError`` (exit 2) on a device this run cannot use."""
+    from psyau_graph.preprocess.batch import _flow_device
+
+    if str(args.device).strip().lower() == "auto" and args.flow != "tvl1":
+        args.device = "cpu"  # only TV-L1 can use a GPU; auto asks for the best available, not for an error
+    check_compute_args(args)
+    if args.flow_batch_clips is None:
+        args.flow_batch_clips = 0 if args.device == "cpu" else GPU_FLOW_BATCH_CLIPS
+    _flow_device(args.device, args.flow, args.flow_batch_clips)
 
 
 def write_annotation_report(df, out_dir) -> str:
@@ -91,6 +118,7 @@ def run(args) -> int:
     from psyau_graph.preprocess.batch import preprocess_dataset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    check_device_args(args)  # before anything is read or written
     from psyau_graph.preprocess.landmarks import parse_face_box
 
     face = parse_face_box(args.face_box, what="--face-box")
@@ -111,11 +139,12 @@ def run(args) -> int:
     report = preprocess_dataset(df, args.frames, args.out, dataset=args.dataset, layout=args.layout,
                                 flow=args.flow, workers=args.workers, apex_window=args.apex_window,
                                 errors=args.on_error, landmarks_backend=args.landmarks,
-                                flow_batch_clips=args.flow_batch_clips, face=face,
+                                flow_batch_clips=args.flow_batch_clips, face=face, device=args.device,
                                 flow_params={"match_brightness": True} if args.match_brightness else None)
     rate = report["timings"]["clips_per_s"]
     print(f"{args.dataset}: {report['processed']} processed, {report['cached']} already cached, "
           f"{len(report['skipped'])} skipped, {len(problems)} annotation report entr(ies)"
+          + (f"; flow on {args.device}" if args.device != "cpu" else "")
           + (f"; {rate:.1f} clips/s" if rate else ""))
     for s in report["skipped"][:20]:
         print(f"  skipped {s['subject']}/{s['clip']}: {s['reason'].splitlines()[0]}")

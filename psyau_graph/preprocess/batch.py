@@ -239,8 +239,11 @@ def _finish_batch(prepared: list[dict], opts: dict) -> list[dict]:
 
     onsets = np.concatenate([np.repeat(r["prep"].onset_crop[None], len(r["prep"].apex_crops), 0) for r in prepared])
     apexes = np.concatenate([r["prep"].apex_crops for r in prepared])
+    params = dict(opts.get("flow_params", {}))
+    if opts.get("flow_device"):
+        params["device"] = opts["flow_device"]  # TV-L1 on the GPU, in this (the parent) process
     t0 = time.perf_counter()
-    flows = flow_batch(onsets, apexes, opts["flow"], **opts.get("flow_params", {}))
+    flows = flow_batch(onsets, apexes, opts["flow"], **params)
     per_clip = (time.perf_counter() - t0) / len(prepared)
     out, i = [], 0
     for r in prepared:
@@ -268,6 +271,25 @@ def _finish_batch(prepared: list[dict], opts: dict) -> list[dict]:
     return out
 
 
+def _flow_device(device, flow: str, flow_batch_clips: int) -> str | None:
+    """The GPU the batched TV-L1 flow runs on, or ``None`` for the CPU; raises ``ValueError``
+    on an unavailable device or one the settings cannot use."""
+    if device is None:
+        return None
+    from ..train.device import check_device
+
+    dev = check_device(device)
+    if dev.type == "cpu":
+        return None
+    if flow != "tvl1":
+        raise ValueError(f"device {str(device)!r}: only the TV-L1 flow (torch) runs on a GPU; "
+                         f"flow {flow!r} runs on the CPU (use device 'cpu')")
+    if flow_batch_clips < 1:
+        raise ValueError(f"device {str(device)!r}: the flow runs on the GPU batched over clips in the main "
+                         f"process, so flow_batch_clips must be ≥ 1, got {flow_batch_clips}")
+    return str(dev)
+
+
 def _remove_stale_temps(cache_dir: Path) -> int:
     root = cache_dir / "clips"
     n = 0
@@ -291,7 +313,7 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
                        flow: str = "tvl1", workers: int = 2, apex_window: int = 1, errors: str = "skip",
                        landmarks_backend: str = "dlib", progress: bool = True,
                        flow_params: dict | None = None, flow_batch_clips: int = 0,
-                       face="largest") -> dict:
+                       face="largest", device: str | None = None) -> dict:
     """Preprocess every annotated clip into the cache; resumable; writes ``report.json``.
 
     Args:
@@ -318,6 +340,13 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
             (left, top, right, bottom); a ``face_box`` column in ``annotations_df``
             (same values, per clip; empty = this default) overrides it. The choice made is
             stored in each cache file's ``meta["face_selection"]``.
+        device: torch device of the TV-L1 flow: ``None`` / ``"cpu"`` (default: the CPU, in
+            the workers or in the parent), or a CUDA device (``"cuda"``, ``"cuda:N"``): then
+            the flow of ``flow_batch_clips`` clips at a time (≥ 1 required) runs batched on
+            that GPU in the parent process while the workers, which never touch CUDA, read
+            frames, find landmarks and align. Only ``flow="tvl1"`` (torch) can run there;
+            another method with a GPU device is a ``ValueError``, as is a device that is
+            not available (nothing falls back to the CPU). Recorded as ``report["device"]``.
 
     Returns:
         the report dict also written to ``<cache>/report.json``: counts ``total``,
@@ -333,6 +362,9 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
         raise ValueError(f"errors: expected 'skip' or 'raise', got {errors!r}")
     if workers < 1:
         raise ValueError(f"workers: expected ≥ 1, got {workers}")
+    if flow_batch_clips < 0:
+        raise ValueError(f"flow_batch_clips: expected ≥ 0, got {flow_batch_clips}")
+    flow_device = _flow_device(device, flow, flow_batch_clips)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -352,7 +384,7 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
             jobs.append(job)
     opts = {"frames_root": str(frames_root), "layout": layout, "dataset": dataset, "flow": flow,
             "apex_window": apex_window, "errors": errors, "landmarks_backend": landmarks_backend,
-            "flow_params": dict(flow_params or {}), "face": face}
+            "flow_params": dict(flow_params or {}), "face": face, "flow_device": flow_device}
     results = []
     bar = tqdm(total=len(jobs), desc=f"preprocess {dataset}", unit="clip", disable=None if progress else True)
     lines = LineProgress(len(jobs), f"preprocess {dataset}", "clip", every_pct=10, enabled=progress)
@@ -379,8 +411,6 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
                 _collect(r)
             pending.clear()
 
-    if flow_batch_clips < 0:
-        raise ValueError(f"flow_batch_clips: expected ≥ 0, got {flow_batch_clips}")
     fn = _prepare_job if flow_batch_clips else _run_job
     handle = _take if flow_batch_clips else _collect
     import cv2
@@ -421,7 +451,8 @@ def preprocess_dataset(annotations_df, frames_root, cache_dir, *, dataset: str, 
         for k, v in r["timings"].items():
             stages.setdefault(k, []).append(v)
     report = {
-        "dataset": dataset, "flow_method": flow, "flow_params": dict(flow_params or {}), "flow_batch_clips": flow_batch_clips, "workers": workers, "apex_window": apex_window,
+        "dataset": dataset, "flow_method": flow, "flow_params": dict(flow_params or {}), "flow_batch_clips": flow_batch_clips,
+        "device": flow_device or "cpu", "workers": workers, "apex_window": apex_window,
         "total": len(records), "processed": len(done), "cached": cached,
         "skipped": [{k: r.get(k) for k in ("subject", "clip", "row", "reason")} for r in skipped],
         "duplicates": duplicates, "stale_temp_files_removed": stale,

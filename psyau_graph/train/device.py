@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_device"]
+__all__ = ["check_device", "resolve_device"]
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -26,3 +26,12 @@ def check_device(device: str | torch.device) -> torch.device:
     elif dev.type not in ("cpu",):
         raise ValueError(f"device {str(device)!r}: only cpu and cuda devices are supported")
     return dev
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """:func:`check_device`, plus ``"auto"``: the first CUDA device when CUDA is available,
+    else the CPU. The choice is explicit (the caller asked for it) and the returned device
+    is what callers record; any other value is checked as by :func:`check_device`."""
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    return check_device(device)

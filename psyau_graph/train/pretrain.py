@@ -66,7 +66,7 @@ def _batches(data, batch_size: int, generator: torch.Generator) -> Iterable[Tupl
 
 def pretrain_au_module(model: nn.Module, data, *, epochs: int = 1, lr: float = 1e-4, batch_size: int = 32,
                        weight_decay: float = 1e-2, weights: Sequence[float] = (1.0, 1.0), beta=None,
-                       seed: int = 0, progress: bool = True) -> list[float]:
+                       seed: int = 0, progress: bool = True, device=None, precision: str = "fp32") -> list[float]:
     """Train ``model.au_module()`` on AU labels alone (AdamW; the classifier is not touched).
 
     Args:
@@ -81,10 +81,25 @@ def pretrain_au_module(model: nn.Module, data, *, epochs: int = 1, lr: float = 1
         beta: DPK-GAT β (default: the model's).
         seed (int): shuffling seed for tensor data. (default: ``0``)
         progress (bool): tqdm bar. (default: ``True``)
+        device: torch device to train on; the model is moved there and each batch too
+            (default: ``None``, where the model's parameters are). An unavailable device
+            is a ``ValueError``.
+        precision (str): ``"fp32"``, ``"bf16"`` or ``"fp16"`` autocast of the forward pass
+            (the loss in fp32; a gradient scaler for fp16), as in
+            :func:`psyau_graph.train.fit.train_one_epoch`. (default: ``"fp32"``)
 
     Returns:
         mean loss per epoch.
     """
+    from .device import check_device
+    from .precision import autocast, check_precision, grad_scaler
+
+    if device is None:
+        device = next(model.parameters()).device
+    device = check_device(device)
+    check_precision(precision, device)
+    model.to(device)
+    scaler = grad_scaler(precision, device)
     au_net = model.au_module()
     if getattr(au_net, "frozen", False):
         raise ValueError("the AU module is frozen; unfreeze it (load_au_module(..., freeze=False)) to pretrain")
@@ -98,13 +113,20 @@ def pretrain_au_module(model: nn.Module, data, *, epochs: int = 1, lr: float = 1
     for epoch in tqdm(range(epochs), desc="pretrain AU", disable=None if progress else True):
         total, n = 0.0, 0
         for rois, au in _batches(data, batch_size, gen):
-            _, au_afe, au_gat, _ = au_net(rois, beta=beta)
-            loss = au_pretrain_loss(au_afe, au_gat, au, weights)
+            rois, au = rois.to(device), au.to(device)
+            with autocast(precision, device):
+                _, au_afe, au_gat, _ = au_net(rois, beta=beta)
+            loss = au_pretrain_loss(au_afe.float(), None if au_gat is None else au_gat.float(), au.float(), weights)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite AU pretraining loss in epoch {epoch}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             total += float(loss.detach()) * len(au)
             n += len(au)
         if n == 0:
