@@ -10,7 +10,8 @@ Adaptations beyond the class name, all deliberate:
   attention (``GATConv``); both carry the same edges and values.
 * PyG's ``normalize=True`` and TorchScript checks are left out: the installed PyG's
   ``GATConv`` has no ``normalize`` and ``DPKGATConv`` is not scriptable.
-* ``SparseTensor`` checks run only when ``torch_sparse`` is installed.
+* ``SparseTensor`` checks run only when ``torch_sparse`` is installed (``make test``
+  does not install it; see docs/dpk_gat_conv.md for the run with it).
 """
 import pytest
 import torch

@@ -278,6 +278,11 @@ class DPKGATConv(MessagePassing):
                              f"{tuple(x_src_in.shape)}" + ("" if x_dst_in is None else f" / {tuple(x_dst_in.shape)}"))
 
         edge_index, sparse_values, sparse_kind, size = self._read_edges(edge_index, x_src_in, x_dst_in, size)
+        if sparse_kind == "SparseTensor" and self.add_self_loops and self.edge_dim is not None:
+            # as GATConv: the self-loops' edge features cannot be placed in a SparseTensor here
+            raise NotImplementedError("edge features (edge_dim) together with add_self_loops=True are not "
+                                      "supported for a SparseTensor adjacency (as in GATConv); pass "
+                                      "edge_index (2, E) with edge_attr, or add_self_loops=False")
         if isinstance(edge_prior, str):
             if edge_prior != "values" or sparse_values is None:
                 raise ValueError("edge_prior as a string must be 'values' and needs a sparse adjacency "
