@@ -29,6 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="'train' (default) weights each AU's positive BCE term by n_neg/n_pos of the cache's "
                         "known AU labels, clipped to [1, 50]; 'none': plain BCE. Unknown AU labels (no AU "
                         "coding, '?' cells) are left out of the loss and of AU F1 either way")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is often fastest on a busy machine)")
     add_compute_args(p)
     p.set_defaults(_run=run)
     return p
@@ -43,6 +45,8 @@ def _check_args(args) -> None:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     if args.weight_decay < 0:
         raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
 
 
 def run(args) -> int:
@@ -50,6 +54,10 @@ def run(args) -> int:
 
     _check_args(args)
     check_compute_args(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     data, out = Path(args.data), Path(args.out)
     if not data.is_dir():
         raise SystemExit(f"psyau pretrain: --data {args.data!r} is not a folder (expected a preprocessed cache)")
@@ -97,7 +105,7 @@ def run(args) -> int:
             "lr": args.lr, "batch_size": args.batch_size, "weight_decay": args.weight_decay, "seed": args.seed,
             "au_pos_weight": args.au_pos_weight,
             "pos_weight": None if pos_weight is None else [float(w) for w in pos_weight],
-            "device": args.device, "precision": args.precision, "n_clips": len(dataset),
+            "device": args.device, "precision": args.precision, "threads": args.threads, "n_clips": len(dataset),
             "au_labels_known": n_known, "loss_history": [float(x) for x in history],
             "au_threshold": scores["threshold"], "au_f1_afe": _mean("afe"), "au_f1_gat": _mean("gat"),
             "au_f1_afe_per_au": scores["afe"]["per_au"],
