@@ -50,6 +50,8 @@ def test_configs_refuse_an_unavailable_device(no_cuda):
     ["train", "--data", "{d}", "--out", "{d}/o", "--device", "cuda"],
     ["train", "--data", "{d}", "--out", "{d}/o", "--precision", "fp16"],
     ["federate", "--data", "{d}", "--out", "{d}/o", "--device", "cuda"],
+    ["pretrain", "--data", "{d}", "--out", "{d}/o", "--device", "cuda"],
+    ["pretrain", "--data", "{d}", "--out", "{d}/o", "--precision", "fp16"],
     ["predict", "--checkpoint", "{d}/m.pt", "--frames", "{d}", "--onset", "1", "--apex", "2", "--device", "cuda"],
     ["demo", "--out", "{d}/o", "--device", "cuda"],
     ["demo", "--out", "{d}/o", "--precision", "fp16"],

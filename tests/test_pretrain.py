@@ -116,3 +116,93 @@ def test_pretrain_device_and_precision():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             pretrain_au_module(model, _data(), epochs=1, progress=False, device="cuda")
+
+
+def test_pretrain_loss_leaves_unknown_labels_out_and_weights_positives():
+    """By hand: the masked loss is the mean BCE over known entries, with pos_weight on the
+    positive term; flipping an unknown label changes nothing."""
+    g = torch.Generator().manual_seed(0)
+    afe, gat = torch.randn(5, 12, generator=g), torch.randn(5, 12, generator=g)
+    au = (torch.rand(5, 12, generator=g) > 0.7).float()
+    known = torch.ones(5, 12)
+    known[1] = 0  # a clip without AU coding
+    known[3, :4] = 0  # partial coding
+    pw = torch.linspace(1.0, 6.0, 12)
+
+    def by_hand(logits):
+        p = torch.sigmoid(logits)
+        each = -(pw * au * torch.log(p) + (1 - au) * torch.log(1 - p))
+        return each[known.bool()].mean()
+
+    from psyau_graph.train.pretrain import au_pretrain_loss
+
+    got = au_pretrain_loss(afe, gat, au, (0.5, 2.0), au_mask=known, pos_weight=pw)
+    torch.testing.assert_close(got, 0.5 * by_hand(afe) + 2.0 * by_hand(gat))
+    flipped = au.clone()
+    flipped[known == 0] = 1 - flipped[known == 0]
+    torch.testing.assert_close(au_pretrain_loss(afe, gat, flipped, au_mask=known, pos_weight=pw),
+                               au_pretrain_loss(afe, gat, au, au_mask=known, pos_weight=pw))
+    assert not torch.allclose(au_pretrain_loss(afe, gat, flipped), au_pretrain_loss(afe, gat, au))
+    with pytest.raises(ValueError, match="pos_weight"):
+        au_pretrain_loss(afe, gat, au, pos_weight=torch.ones(3))
+
+
+def test_pretrain_ignores_unknown_labels_and_uses_pos_weight():
+    """Training with (rois, au, au_known): unknown labels, whatever their value, do not change
+    the run; a positive weight does."""
+    rois, au = _data(12)
+    known = torch.ones(12, 12)
+    known[::3] = 0
+    flipped = au.clone()
+    flipped[known == 0] = 1 - flipped[known == 0]
+
+    def run(labels, mask=None, pw=None):
+        torch.manual_seed(0)
+        model = FedPsyAU()
+        data = (rois, labels) if mask is None else (rois, labels, mask)
+        hist = pretrain_au_module(model, data, epochs=2, lr=3e-3, batch_size=6, progress=False, pos_weight=pw)
+        return hist, [p.detach().clone() for p in model.au_module().parameters()]
+
+    h1, p1 = run(au, known)
+    h2, p2 = run(flipped, known)
+    assert h1 == h2 and all(torch.equal(a, b) for a, b in zip(p1, p2))
+    h3, _ = run(flipped)  # without the mask the flipped labels are trained on
+    assert h3 != h1
+    h4, _ = run(au, known, torch.full((12,), 4.0))
+    assert h4 != h1
+
+
+def test_pretrain_reads_au_known_from_pyg_batches():
+    from torch_geometric.data import Batch, Data
+
+    rois, au = _data(4)
+    known = torch.ones(4, 12)
+    known[0] = 0
+    flipped = au.clone()
+    flipped[0] = 1 - flipped[0]
+    hists = []
+    for labels in (au, flipped):
+        batch = Batch.from_data_list([Data(x=rois[i], au=labels[i:i + 1], au_known=known[i:i + 1])
+                                      for i in range(4)])
+        torch.manual_seed(0)
+        hists.append(pretrain_au_module(FedPsyAU(), [batch], epochs=1, progress=False))
+    assert hists[0] == hists[1]
+
+
+def test_au_module_f1_counts_known_labels_only():
+    from psyau_graph.train.metrics import au_f1
+    from psyau_graph.train.pretrain import au_module_f1
+
+    torch.manual_seed(0)
+    model = FedPsyAU()
+    rois, au = _data(8)
+    known = torch.ones(8, 12)
+    known[:3] = 0
+    res = au_module_f1(model, (rois, au, known), batch_size=3)
+    model.eval()
+    with torch.no_grad():
+        _, afe, gat, _ = model.au_module()(rois)
+    assert res["labels_known"] == 5 * 12 and res["n"] == 8 and res["threshold"] == 0.5
+    assert res["afe"] == au_f1(au, torch.sigmoid(afe), mask=known)
+    assert res["gat"] == au_f1(au, torch.sigmoid(gat), mask=known)
+    assert model.au_module().training is False  # restored to the mode it had

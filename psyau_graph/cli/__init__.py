@@ -27,6 +27,7 @@ COMMANDS = {
     "import-flow": "import_flow",
     "train": "train",
     "evaluate": "evaluate",
+    "pretrain": "pretrain",
     "predict": "predict",
     "federate": "federate",
     "demo": "demo",
