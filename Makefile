@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= flower,dp,test
 DEMO_OUT ?= demo_output
 
-.PHONY: install test test-fast demo clean
+.PHONY: install test test-fast test-loopback demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# everything but the multi-process loopback federations (slow tests included)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not loopback"
+
+# SuperLink + SuperNodes on 127.0.0.1: node authentication, killed nodes and servers (~30 min)
+test-loopback: $(STAMP)
+	$(PY) -m pytest -q -m loopback
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -28,6 +28,7 @@ def test_tls_certificates_are_a_valid_chain(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_two_labs_over_tls_two_rounds(tmp_path):
     lab_a = make_toy_data(tmp_path / "labA" / "toy.pt", subjects=3, per_subject=20, seed=1)
     lab_b = make_toy_data(tmp_path / "labB" / "toy.pt", subjects=3, per_subject=20, seed=2)
@@ -55,6 +56,7 @@ def test_two_labs_over_tls_two_rounds(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_stop_mid_run_leaves_no_process(tmp_path):
     """Interrupted while a run is in progress: the SuperLink's and SuperNodes' helper
     processes (flower-superexec, flwr-serverapp, flwr-clientapp) are stopped too."""
@@ -102,6 +104,7 @@ def _run_quietly(dep, cfg, out):
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_warm_clientapps_over_tls_two_rounds(tmp_path):
     """``warm=True``: SuperNodes in process isolation, one warm executor each that forks a
     pre-imported process per message; no ``flwr-clientapp`` and no SuperNode-side

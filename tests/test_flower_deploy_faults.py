@@ -11,7 +11,7 @@ from psyau_graph.federated.flower.strategy import ClientCrashed
 from psyau_graph.federated.run import RoundFailed
 from psyau_graph.federated.task import make_toy_data
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.loopback]
 
 
 def _cfg(**kw):

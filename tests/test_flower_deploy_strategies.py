@@ -9,7 +9,7 @@ from psyau_graph.federated.config import FederatedConfig
 from psyau_graph.federated.flower.deployment import LocalDeployment
 from psyau_graph.federated.task import make_toy_data
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.loopback]
 
 
 def test_fedas_and_trimmed_mean_on_deployment(tmp_path):

@@ -67,6 +67,7 @@ def _wait(cond, timeout: float, what: str, step: float = 0.1) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_unregistered_supernode_is_refused(tmp_path):
     """Two registered labs and one SuperNode with a valid key that was never registered: the
     SuperLink refuses to activate it, it exits, never pulls a message, and the registered
@@ -106,6 +107,7 @@ def test_unregistered_supernode_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_killed_supernode_rejoins_next_round(tmp_path):
     """3 labs, quorum 2: SuperNode 1 is killed (SIGKILL, by PID) right after it pulled its
     round-2 train message, restarted with the same key once the SuperLink saw it go offline;
@@ -256,6 +258,7 @@ def test_node_unavailable_reply_is_traced_to_the_lost_node(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_cli_deployment_records_node_auth_in_summary(tmp_path, capsys):
     """``psyau federate --engine deployment --tls``: node authentication on by default, the
     generated private keys are mode 0600, and summary.json names the registered keys."""

@@ -196,6 +196,7 @@ sys.exit(main(sys.argv[1:]))
 
 # ----------------------------------------------------------------- loopback: simulation
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_simulation_resume_after_killed_server_matches_uninterrupted(tmp_path):
     data = make_toy_data(tmp_path / "toy.pt", subjects=6, per_subject=20, seed=11, shift=1.5)
     base = [sys.executable, "-c", _CLI]
@@ -259,6 +260,7 @@ def _serverapp_pids(dep) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.loopback
 def test_deployment_restarted_serverapp_continues_from_checkpoint(tmp_path):
     """Kill the ServerApp process (by PID) after its round-2 checkpoint; a new ``flwr run``
     against the same SuperLink and SuperNodes with ``resume`` continues from the checkpoint
