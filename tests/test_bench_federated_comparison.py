@@ -83,6 +83,7 @@ def test_au_mode_passed_when_the_generator_has_modes(bench, monkeypatch):
                 raise ValueError(f"au_mode={self.au_mode!r}: expected 'prototype' or 'real'")
 
     monkeypatch.setattr(synth, "SynthConfig", WithModes)
+    monkeypatch.delattr(synth, "AU_MODES", raising=False)  # a generator that does not list its modes
     assert bench.synth_au_modes() == (None, "prototype")  # no AU_MODES: the generator checks
     assert bench.resolve_au_mode("real") == ({"au_mode": "real"}, "real")
     with pytest.raises(bench.BenchError, match="rejected by the generator: au_mode='x'"):
@@ -91,6 +92,28 @@ def test_au_mode_passed_when_the_generator_has_modes(bench, monkeypatch):
     assert bench.synth_au_modes() == (("prototype", "real"), "prototype")
     with pytest.raises(bench.BenchError, match="offers 'prototype', 'real'"):
         bench.resolve_au_mode("x")
+
+
+def test_au_mode_real_reaches_the_generator(bench, monkeypatch, tmp_path):
+    """``--au-mode real`` ends in the SynthConfig handed to the installed generator."""
+    from psyau_graph.data import synth
+
+    args = bench.parse_args(["--au-mode", "real"])
+    assert (args.au_kwargs, args.au_mode_used) == ({"au_mode": "real"}, "real")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_generate(out_dir, *, config, **kw):
+        seen["config"] = config
+        raise Stop
+
+    monkeypatch.setattr(synth, "generate_synthetic", fake_generate)
+    with pytest.raises(Stop):
+        bench.build_dataset(tmp_path, subjects=2, clips=1, seed=0, flow="tvl1", workers=1,
+                            scheme="synth", au_kwargs=args.au_kwargs)
+    assert isinstance(seen["config"], synth.SynthConfig) and seen["config"].au_mode == "real"
 
 
 @pytest.mark.parametrize("argv, msg", [
