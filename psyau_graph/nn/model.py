@@ -278,6 +278,30 @@ class FedPsyAU(nn.Module):
         return self(x.reshape(b, NUM_ROIS, *ROI_SHAPE), flow, beta=beta, return_attention=return_attention)
 
 
+def masked_au_bce(pred: Tensor, au: Tensor, au_mask: Optional[Tensor] = None,
+                  pos_weight: Optional[Tensor] = None) -> Tensor:
+    """BCE-with-logits of one AU head, the mean over known labels only (0 when none is known).
+
+    Args:
+        pred: ``(B, K)`` logits; au: ``(B, K)`` multi-hot targets.
+        au_mask: ``(B, K)`` or ``(B,)``, 1 where the label is known (default: all known).
+        pos_weight: ``(K,)`` weight of each AU's positive term (default: 1).
+    """
+    pw = None if pos_weight is None else pos_weight.to(pred)
+    if pw is not None and tuple(pw.shape) != (pred.shape[1],):
+        raise ValueError(f"pos_weight: expected shape ({pred.shape[1]},), got {tuple(pw.shape)}")
+    if au_mask is None:
+        return F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw)
+    m = au_mask.to(pred.dtype)
+    if m.dim() == 1:
+        m = m[:, None].expand_as(pred)
+    if tuple(m.shape) != tuple(pred.shape):
+        raise ValueError(f"au_mask: expected shape {tuple(pred.shape)} or ({pred.shape[0]},), "
+                         f"got {tuple(au_mask.shape)}")
+    each = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw, reduction="none")
+    return (each * m).sum() / m.sum().clamp_min(1.0)
+
+
 def fedpsyau_loss(out: FedPsyAUOutput, y: Tensor, au: Optional[Tensor] = None,
                   weights: Sequence[float] = DEFAULT_LOSS_WEIGHTS, *, au_mask: Optional[Tensor] = None,
                   pos_weight: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, Optional[Tensor]]]:
@@ -316,20 +340,7 @@ def fedpsyau_loss(out: FedPsyAUOutput, y: Tensor, au: Optional[Tensor] = None,
         if au is None or tuple(au.shape) != tuple(pred.shape):
             raise ValueError(f"au: expected multi-hot targets of shape {tuple(pred.shape)}, "
                              f"got {None if au is None else tuple(au.shape)}")
-        pw = None if pos_weight is None else pos_weight.to(pred)
-        if pw is not None and tuple(pw.shape) != (pred.shape[1],):
-            raise ValueError(f"pos_weight: expected shape ({pred.shape[1]},), got {tuple(pw.shape)}")
-        if au_mask is None:
-            bce = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw)
-        else:
-            m = au_mask.to(pred.dtype)
-            if m.dim() == 1:
-                m = m[:, None].expand_as(pred)
-            if tuple(m.shape) != tuple(pred.shape):
-                raise ValueError(f"au_mask: expected shape {tuple(pred.shape)} or ({pred.shape[0]},), "
-                                 f"got {tuple(au_mask.shape)}")
-            each = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw, reduction="none")
-            bce = (each * m).sum() / m.sum().clamp_min(1.0)
+        bce = masked_au_bce(pred, au, au_mask, pos_weight)
         loss = loss + w * bce
         parts[name] = bce.detach()
     return loss, parts

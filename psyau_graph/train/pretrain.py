@@ -33,20 +33,10 @@ _AU_FIELDS = tuple(s for s in SWITCHES if s != "dual_stream") + (
 
 
 def _au_bce(pred: Tensor, au: Tensor, au_mask: Optional[Tensor], pos_weight: Optional[Tensor]) -> Tensor:
-    """BCE of one AU head, the mean over known labels only (0 when none is known)."""
-    pw = None if pos_weight is None else pos_weight.to(pred)
-    if pw is not None and tuple(pw.shape) != (pred.shape[1],):
-        raise ValueError(f"pos_weight: expected shape ({pred.shape[1]},), got {tuple(pw.shape)}")
-    if au_mask is None:
-        return F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw)
-    m = au_mask.to(pred.dtype)
-    if m.dim() == 1:
-        m = m[:, None].expand_as(pred)
-    if tuple(m.shape) != tuple(pred.shape):
-        raise ValueError(f"au_mask: expected shape {tuple(pred.shape)} or ({pred.shape[0]},), "
-                         f"got {tuple(au_mask.shape)}")
-    each = F.binary_cross_entropy_with_logits(pred, au.to(pred.dtype), pos_weight=pw, reduction="none")
-    return (each * m).sum() / m.sum().clamp_min(1.0)
+    """BCE of one AU head over known labels only: the model's own masked AU loss."""
+    from psyau_graph.nn.model import masked_au_bce
+
+    return masked_au_bce(pred, au, au_mask, pos_weight)
 
 
 def au_pretrain_loss(au_afe: Tensor, au_gat: Optional[Tensor], au: Tensor,
