@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
