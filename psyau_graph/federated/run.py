@@ -39,17 +39,21 @@ STATE_FILE = "federation_state.pt"
 STATE_FORMAT = "psyau_graph.federation_state/1"
 
 
-def load_state(path: str | Path, config: FederatedConfig) -> dict:
-    """Read a per-round server checkpoint (safe loading) and check it belongs to ``config``."""
+def load_state(path: str | Path, config: FederatedConfig, *, fmt: str = STATE_FORMAT,
+               kind: str = "federation checkpoint", error: type[Exception] = ValueError) -> dict:
+    """Read a per-round server checkpoint (safe loading) and check it belongs to ``config``.
+
+    ``fmt``/``kind`` name the expected format and what it is (the Flower engines' checkpoint
+    uses its own); a wrong format or another configuration raises ``error``."""
     from ..train.checkpoint import safe_torch_load
     path = Path(path)
     state = safe_torch_load(path, "federation checkpoint")
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a federation checkpoint (expected format {STATE_FORMAT!r})")
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise error(f"{path} is not a {kind} (expected format {fmt!r})")
     saved, now = state["config"], config.to_dict()
     diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
     if diff:
-        raise ValueError(f"cannot resume from {path}: configuration differs (saved, now): {diff}")
+        raise error(f"cannot resume from {path}: configuration differs (saved, now): {diff}")
     return state
 
 

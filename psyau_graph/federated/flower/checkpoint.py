@@ -71,17 +71,11 @@ def save_server_state(path: str | Path, *, config: FederatedConfig, repeat: int,
 
 def load_server_state(path: str | Path, config: FederatedConfig, repeat: int) -> dict:
     """Read a checkpoint (safe loading); refuse one of another configuration or split."""
-    from ...train.checkpoint import safe_torch_load
+    from ..run import load_state
     path = Path(path)
     if not path.is_file():
         raise ResumeError(f"cannot resume: no server checkpoint {path}")
-    state = safe_torch_load(path, "federation checkpoint")
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ResumeError(f"{path} is not a Flower federation checkpoint (expected format {FORMAT!r})")
-    saved, now = state["config"], config.to_dict()
-    diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
-    if diff:
-        raise ResumeError(f"cannot resume from {path}: configuration differs (saved, now): {diff}")
+    state = load_state(path, config, fmt=FORMAT, kind="Flower federation checkpoint", error=ResumeError)
     if int(state["repeat"]) != int(repeat):
         raise ResumeError(f"cannot resume from {path}: it is split {state['repeat']}, not {repeat}")
     return state
