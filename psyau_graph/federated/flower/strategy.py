@@ -101,7 +101,9 @@ class _Tracked:
     def _remember_sent(self, server_round: int, messages: Iterable[Message]) -> list[Message]:
         """Keep the train messages of a round (Flower sets their ids in place when it pushes
         them) so that a reply the SuperLink wrote for a lost node can be traced to it."""
-        self._sent[server_round] = list(messages)
+        # only this round's: a reply is traced within its own round, and keeping every
+        # round's messages would hold every round's models in memory
+        self._sent = {server_round: list(messages)}
         return self._sent[server_round]
 
     def _reply_node(self, server_round: int, msg: Message) -> int:
