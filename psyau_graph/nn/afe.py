@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from psyau_graph.au import AU_GROUP, AUS, NUM_AUS
+from psyau_graph.nn.dropout import dropout as fast_dropout
 
 
 class GroupSE(nn.Module):
@@ -181,4 +182,4 @@ class AUHead(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         hidden = self.mlp[1](self.mlp[0](h.flatten(1)))
-        return self.mlp[2](F.dropout(hidden, self.dropout, self.training))
+        return self.mlp[2](fast_dropout(hidden, self.dropout, self.training))

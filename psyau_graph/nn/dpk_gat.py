@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from psyau_graph.au import NUM_AUS, UPPER
 from psyau_graph.nn.dpk_gat_conv import DPKGATConv
+from psyau_graph.nn.dropout import dropout as fast_dropout
 
 IMPLS = ("dense", "sparse")
 
@@ -158,16 +159,16 @@ class DPKGATBlock(nn.Module):
             raise ValueError(f"x: expected (B, {self.num_nodes}, F), got {tuple(x.shape)}")
         b, n, f = x.shape
         p_drop, train = self.feat_dropout, self.training
-        x_in = F.dropout(x, p_drop, train)
+        x_in = fast_dropout(x, p_drop, train)
         if self.impl == "dense":
             h, a1 = self.conv1.forward_dense(x_in, self.adj, self.prior, beta=beta, return_attention_weights=True)
-            h = F.dropout(F.elu(h), p_drop, train)
+            h = fast_dropout(F.elu(h), p_drop, train)
             h, a2 = self.conv2.forward_dense(h, self.adj, self.prior, beta=beta, return_attention_weights=True)
         else:
             ei, p = self._union(b, x.device)
             flat = x_in.reshape(b * n, f)
             h, (e1, a1) = self.conv1(flat, ei, p, beta=beta, return_attention_weights=True)
-            h = F.dropout(F.elu(h), p_drop, train)
+            h = fast_dropout(F.elu(h), p_drop, train)
             h, (e2, a2) = self.conv2(h, ei, p, beta=beta, return_attention_weights=True)
             h = h.view(b, n, f)
             if return_attention:

@@ -23,6 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from psyau_graph.nn.dropout import Dropout
+
 
 def _cbr(cin: int, cout: int, k: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
@@ -115,7 +117,7 @@ class DSI(nn.Module):
         self.au = AUStream(num_aus, au_branch) if au_stream else None
         self.flow = FlowStream(3, tuple(flow_branches), flow_size)
         feats = self.flow.out_features + (self.au.out_features if self.au is not None else 0)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)  # nn.Dropout's contract, cheaper masks
         self.fc = nn.Linear(feats, num_classes)
 
     def forward(self, au: Optional[Tensor], flow: Tensor) -> Tensor:
