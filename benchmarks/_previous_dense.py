@@ -4,7 +4,9 @@ The previous ``DPKGATConv.forward_dense`` for the configurations the model uses 
 prior mode, no added self loops, no residual): attention logits as a product and a sum over
 ``(B, H, N, C)``, ``torch.softmax`` over the last dimension of 12, ``torch.lerp`` mixing.
 :func:`use_previous_dense` swaps it into every ``DPKGATConv`` of a model copy, so the
-benchmark measures "before" and "after" in the same process, interleaved.
+benchmark measures "before" and "after" in the same process, interleaved. It also puts
+back the dropout of that time (``F.dropout``, masks by ``bernoulli_``; the SSE through
+``nn.TransformerEncoderLayer`` itself) in place of :mod:`psyau_graph.nn.dropout`.
 """
 from __future__ import annotations
 
@@ -43,12 +45,44 @@ def _previous_forward_dense(self, x, adj, prior=None, beta=None, return_attentio
     return (out, alpha) if return_attention_weights else out
 
 
+_DROPOUT_USERS = ("psyau_graph.nn.afe", "psyau_graph.nn.dpk_gat", "psyau_graph.nn.sse")
+
+
+def _with_bernoulli_dropout(forward):
+    """``forward`` with the library's ``fast_dropout`` swapped for ``F.dropout`` during the call
+    (masks are drawn in the forward pass; the benchmark is single-process and sequential)."""
+    import importlib
+
+    mods = [importlib.import_module(n) for n in _DROPOUT_USERS]
+
+    def wrapped(*args, **kwargs):
+        saved = [m.fast_dropout for m in mods]
+        for m in mods:
+            m.fast_dropout = F.dropout
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            for m, f in zip(mods, saved):
+                m.fast_dropout = f
+    return wrapped
+
+
 def use_previous_dense(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of ``model`` whose DPK-GAT layers run the previous dense computation."""
+    """A deep copy of ``model`` whose DPK-GAT layers run the previous dense computation and
+    whose dropouts are those of that time (``F.dropout`` / ``nn.Dropout``, bernoulli_ masks;
+    the SSE layer run by ``nn.TransformerEncoderLayer`` in training mode too)."""
+    from psyau_graph.nn.dsi import DSI
+    from psyau_graph.nn.sse import SSE
+
     model = copy.deepcopy(model)
     for m in model.modules():
         if isinstance(m, DPKGATConv):
             m.forward_dense = types.MethodType(_previous_forward_dense, m)
+        elif isinstance(m, SSE):
+            m._encoder_train = types.MethodType(lambda self, x: self.encoder(x), m)
+        elif isinstance(m, DSI):
+            m.dropout = torch.nn.Dropout(m.dropout.p)
+    model.forward = _with_bernoulli_dropout(model.forward)
     return model
 
 
