@@ -27,7 +27,7 @@ def resolve_prior(value: str, dataset, out_dir) -> tuple[str, dict]:
 
     Args:
         value: the ``--prior`` string.
-        dataset: the run's dataset (``au_labels()`` → ``(au, au_known)``, both (N, 12)).
+        dataset: the run's dataset (``au_labels`` property → ``(au, au_known)``, both (N, 12)).
         out_dir: the run's output folder; ``prior.csv`` (the 12 × 12 global prior used,
             rows summing to 1 or all 0) is written there atomically.
 
@@ -48,7 +48,7 @@ def resolve_prior(value: str, dataset, out_dir) -> tuple[str, dict]:
     out = Path(out_dir)
     record: dict = {"argument": value}
     if value == "auto":
-        au, known = dataset.au_labels()
+        au, known = dataset.au_labels
         full = known.bool().all(dim=1)
         n_known = int(full.sum())
         if n_known == 0:
@@ -73,7 +73,7 @@ def resolve_prior(value: str, dataset, out_dir) -> tuple[str, dict]:
                                  f"{', '.join(SOURCES)}, auto)")
             source, kind = str(Path(value).resolve()), "file"
         else:
-            raise PsyauError(f"--prior {value!r}: expected one of {', '.join(SOURCES)}, auto, or a CSV path")
+            raise PsyauError(f"--prior {value}: expected one of {', '.join(SOURCES)}, auto, or a CSV path")
         try:
             matrix = extrinsic_prior(source, "global")
             for region in ("upper", "lower"):
