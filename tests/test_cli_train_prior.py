@@ -100,7 +100,6 @@ def test_auto_prior_without_known_aus_is_an_error(tmp_path):
         resolve_prior("auto", NoCoding(), tmp_path)
 
 
-@pytest.mark.slow
 def test_given_prior_reaches_the_model_buffers(cache, tmp_path):
     from psyau_graph.graphs import au_graph, edge_values_to_dense
     from psyau_graph.train.checkpoint import build_model
@@ -113,7 +112,7 @@ def test_given_prior_reaches_the_model_buffers(cache, tmp_path):
     assert rec["kind"] == "file" and rec["source"] == str(path) and rec["used_by_ablation"] is True
     assert (out / "prior.csv").is_file()
     model, _ = build_model(out / "model.pt")
-    gat = model.gat
+    gat = model.au_net.gat
     for region, block in (("global", gat.whole), ("upper", gat.upper), ("lower", gat.lower)):
         g = au_graph(region, prior=str(path))
         want = edge_values_to_dense(g.edge_index, g.edge_prior, int(g.num_nodes))
