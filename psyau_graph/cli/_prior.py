@@ -43,7 +43,7 @@ def resolve_prior(value: str, dataset, out_dir) -> tuple[str, dict]:
 
     from psyau_graph.au import AUS
     from psyau_graph.errors import PsyauError
-    from psyau_graph.priors import SOURCES, cooccurrence_counts, extrinsic_prior, normalize_rows, save_prior_csv
+    from psyau_graph.priors import cooccurrence_counts, normalize_rows, save_prior_csv
 
     out = Path(out_dir)
     record: dict = {"argument": value}
@@ -65,23 +65,41 @@ def resolve_prior(value: str, dataset, out_dir) -> tuple[str, dict]:
                       n_clips=n, n_clips_total=len(dataset), n_clips_unknown_aus=len(dataset) - n_known,
                       counts=counts.astype(int).tolist())
     else:
-        if value in SOURCES:
-            source, kind = value, "shipped"
-        elif Path(value).suffix:
-            if not Path(value).is_file():
-                raise PsyauError(f"--prior {value}: no such file (expected a prior CSV, or one of "
-                                 f"{', '.join(SOURCES)}, auto)")
-            source, kind = str(Path(value).resolve()), "file"
-        else:
-            raise PsyauError(f"--prior {value}: expected one of {', '.join(SOURCES)}, auto, or a CSV path")
-        try:
-            matrix = extrinsic_prior(source, "global")
-            for region in ("upper", "lower"):
-                extrinsic_prior(source, region)
-        except (ValueError, OSError) as exc:
-            raise PsyauError(f"--prior {value}: {exc}") from None
+        source, matrix, more = check_prior(value)
         out.mkdir(parents=True, exist_ok=True)
         save_prior_csv(matrix, out / "prior.csv", decimals=6)
-        record.update(kind=kind, source=source if kind == "shipped" else value)
+        record.update(more)
     record.update(file="prior.csv", matrix=np.round(matrix, 6).tolist())
     return source, record
+
+
+def check_prior(value: str):
+    """A shipped name or a prior CSV path, checked for the three graphs.
+
+    Returns:
+        ``(source, matrix, record)``: ``source`` for ``FedPsyAUConfig.prior`` (the name, or
+        the CSV's absolute path), the (12, 12) global prior (rows sum to 1 or are all 0)
+        and ``{"kind": "shipped" | "file", "source": value}``.
+
+    Raises:
+        PsyauError: an unknown name, a missing file or a malformed prior (one line).
+    """
+    from psyau_graph.errors import PsyauError
+    from psyau_graph.priors import SOURCES, extrinsic_prior
+
+    if value in SOURCES:
+        source, kind = value, "shipped"
+    elif Path(value).suffix:
+        if not Path(value).is_file():
+            raise PsyauError(f"--prior {value}: no such file (expected a prior CSV, or one of "
+                             f"{', '.join(SOURCES)}, auto)")
+        source, kind = str(Path(value).resolve()), "file"
+    else:
+        raise PsyauError(f"--prior {value}: expected one of {', '.join(SOURCES)}, auto, or a CSV path")
+    try:
+        matrix = extrinsic_prior(source, "global")
+        for region in ("upper", "lower"):
+            extrinsic_prior(source, region)
+    except (ValueError, OSError) as exc:
+        raise PsyauError(f"--prior {value}: {exc}") from None
+    return source, matrix, {"kind": kind, "source": value}
