@@ -126,3 +126,42 @@ def torch_allclose(a, b):
     import torch
 
     return bool(torch.allclose(a.float(), torch.as_tensor(b).float(), atol=1e-5))
+
+
+def test_federate_prior_errors(cache, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PSYAU_TRACEBACK", raising=False)
+    base = ["federate", "--task", "fedpsyau", "--data", str(cache), "--strategy", "fedavg", "--out",
+            str(tmp_path / "fed")]
+    assert main(base + ["--prior", "auto"]) == 2
+    assert capsys.readouterr().err.startswith("psyau federate: error: --prior auto: not available")
+    assert main(base + ["--prior", str(tmp_path / "nope.csv")]) == 2
+    assert f"error: --prior {tmp_path / 'nope.csv'}: no such file" in capsys.readouterr().err
+    assert main(["federate", "--task", "toy", "--data", "x", "--out", str(tmp_path / "t"), "--prior", "samm"]) == 2
+    assert "--prior needs --task fedpsyau" in capsys.readouterr().err
+
+
+def test_federate_prior_reaches_every_model(cache, tmp_path, monkeypatch, capsys):
+    from psyau_graph.graphs import au_graph, edge_values_to_dense
+    from psyau_graph.nn.model import FedPsyAU
+
+    built = []
+    real_init = FedPsyAU.__init__
+
+    def spy(self, *a, **k):
+        real_init(self, *a, **k)
+        built.append(self)
+
+    monkeypatch.setattr(FedPsyAU, "__init__", spy)
+    path = _distinct_prior(tmp_path / "ring.csv")
+    out = tmp_path / "fed"
+    rc = main(["federate", "--task", "fedpsyau", "--data", str(cache), "--prior", str(path), "--strategy", "fedavg",
+               "--clients", "2", "--rounds", "1", "--local-epochs", "1", "--repeats", "1", "--batch-size", "4",
+               "--lr", "1e-3", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert built
+    g = au_graph("global", prior=str(path))
+    want = edge_values_to_dense(g.edge_index, g.edge_prior, int(g.num_nodes))
+    assert all(torch_allclose(m.au_net.gat.whole.prior, want) for m in built)
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["prior"]["kind"] == "file" and doc["prior"]["source"] == str(path)
+    assert (out / "prior.csv").is_file()
