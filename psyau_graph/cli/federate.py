@@ -97,6 +97,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "are left out of the AU losses either way")
     p.add_argument("--label-scheme", default=None, help="label scheme of the cache (default: its own)")
     p.add_argument("--ablation", default="VI", help="model ablation setting (default: VI)")
+    p.add_argument("--prior", default="dfme",
+                   help="data-driven prior D of the settings that use one: dfme (default: the authors' matrix), "
+                        "casme2, samm (shipped) or a prior CSV path (every party must see the same file); "
+                        "no 'auto' here (a prior of all clients' AU labels would pool their data). "
+                        "Written to --out/prior.csv and recorded in summary.json")
     p.add_argument("--task", choices=("fedpsyau", "toy"), default="fedpsyau",
                    help="'toy': a tiny MLP on a toy tensor file, for trying the engines")
     p.add_argument("--node-data", nargs="+", default=None,
@@ -141,11 +146,30 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"psyau federate: error: {exc}", file=sys.stderr)
         return 2
+    prior_record = None
     if args.task == "toy":
+        if args.prior != "dfme":
+            print("psyau federate: error: --prior needs --task fedpsyau (the toy task has no AU graphs)",
+                  file=sys.stderr)
+            return 2
         task_spec = {"name": "toy"}
     else:
+        from psyau_graph.errors import PsyauError
+        from psyau_graph.priors import save_prior_csv
+
+        from ._prior import check_prior
+
+        if args.prior == "auto":
+            raise PsyauError("--prior auto: not available for psyau federate (the prior of all clients' AU "
+                             "labels would pool their data); give dfme, casme2, samm or a CSV path")
+        prior_source, prior_matrix, prior_record = check_prior(args.prior)
+        out.mkdir(parents=True, exist_ok=True)
+        save_prior_csv(prior_matrix, out / "prior.csv", decimals=6)
+        prior_record.update(file="prior.csv", matrix=[[round(float(v), 6) for v in r] for r in prior_matrix])
+        args._prior_record = prior_record
         task_spec = {"name": "fedpsyau", "label_scheme": args.label_scheme,
-                     "model_config": {"ablation": args.ablation}, "au_pos_weight": args.au_pos_weight}
+                     "model_config": {"ablation": args.ablation, "prior": prior_source},
+                     "au_pos_weight": args.au_pos_weight}
         if args.au_module is not None or args.freeze_au:
             task_spec.update(au_module=args.au_module, freeze_au=args.freeze_au)
     common = dict(clients=args.clients, rounds=args.rounds, local_epochs=args.local_epochs,
@@ -329,6 +353,8 @@ def _run_strategies(args, configs, task, task_spec, common, out, deploy_security
         records += res["records"]
     summary = summarize(records)
     doc = {"engines": engines, "summary": summary, "config": {k: v for k, v in common.items()}}
+    if getattr(args, "_prior_record", None) is not None:
+        doc["prior"] = args._prior_record
     if security:  # deployment: TLS, node authentication, registered key fingerprints per strategy
         doc["security"] = security
     if deployments:  # deployment: how the SuperNodes and ClientApps were started

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ._compute import add_compute_args, check_compute_args
+from ._prior import add_prior_arg, resolve_prior
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="MEGC 2019 composite label list (CSV): train and test only on the clips it names "
                         "(e.g. the 442 composite clips of a CASME II + SAMM + SMIC cache); see docs/flow_images.md")
     p.add_argument("--ablation", default="VI", help="ablation setting I..XII (default: VI, the full model)")
+    add_prior_arg(p)
     p.add_argument("--epochs", type=int, default=50, help="training epochs per fold (default: 50)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -76,16 +78,25 @@ def run(args) -> int:
     composite = None
     if args.megc_list:
         dataset, composite = _restrict_to_composite(dataset, args.megc_list)
+    from psyau_graph.nn import FedPsyAUConfig
+    from psyau_graph.nn.ablations import ablation_switches
+
+    uses_prior = bool(ablation_switches(args.ablation)["data_prior"])
+    prior_source, prior_record = resolve_prior(args.prior, dataset, args.out)
+    prior_record["used_by_ablation"] = uses_prior
+    if not uses_prior:
+        print(f"note: ablation {args.ablation} has no data prior; --prior {args.prior} is recorded but not used")
     tc = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
                      warmup_epochs=args.warmup_epochs, beta_schedule=args.beta_schedule, beta0=args.beta0,
                      seed=args.seed, grad_clip=args.grad_clip, num_workers=args.workers, select=args.select,
                      val_frac=args.val_frac, device=args.device, precision=args.precision,
                      au_pos_weight=args.au_pos_weight)
-    res = run_protocol(dataset, args.protocol, None, tc, args.out, ablation=args.ablation,
+    res = run_protocol(dataset, args.protocol, FedPsyAUConfig(prior=prior_source), tc, args.out, ablation=args.ablation,
                        final_model=not args.no_final_model, resume=args.resume,
                        checkpoint_extra={"flow_method": _cache_flow_method(args.data)},
                        extra={"data": str(args.data), "classes": args.classes, "threads": args.threads,
                               "device": args.device, "precision": args.precision,
+                              "prior": prior_record,
                               **({"megc_list": str(args.megc_list), "composite": composite} if composite else {})})
     print(format_summary(res))
     print(f"results: {Path(args.out) / 'results.json'}")
