@@ -558,7 +558,7 @@ class DPKGATConv(MessagePassing):
         if f is None:
             f = self.lin(x)  # bf16/fp16 under autocast
         # attention logits, masked softmax and the leaky-ReLU in one autograd node with a
-        # hand-written backward (see _DenseAttention): 5 in-place kernels forward, 6 backward
+        # hand-written backward (see _DenseAttention), in place where autograd would copy
         add_mask = _additive_mask(mask, acc)
         alpha = _DenseAttention.apply(a[:, :H].unsqueeze(-2), a[:, H:].unsqueeze(-1), add_mask,
                                       self.negative_slope)  # (B, H, N_i, N_j); rows without edges: 0
