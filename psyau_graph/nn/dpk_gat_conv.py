@@ -557,9 +557,11 @@ class DPKGATConv(MessagePassing):
                 f, a = None, F.linear(x.to(acc), w_att).transpose(1, 2)  # (B, 2H, N)
         if f is None:
             f = self.lin(x)  # bf16/fp16 under autocast
-        f = f.reshape(B, N, H, C).transpose(1, 2)  # (B, H, N, C)
-        e = a[:, :H].unsqueeze(-2) + a[:, H:].unsqueeze(-1)  # (B, H, N_i, N_j)
-        alpha = _masked_softmax(F.leaky_relu(e, self.negative_slope), mask)  # rows without edges: 0
+        # attention logits, masked softmax and the leaky-ReLU in one autograd node with a
+        # hand-written backward (see _DenseAttention), in place where autograd would copy
+        add_mask = _additive_mask(mask, acc)
+        alpha = _DenseAttention.apply(a[:, :H].unsqueeze(-2), a[:, H:].unsqueeze(-1), add_mask,
+                                      self.negative_slope)  # (B, H, N_i, N_j); rows without edges: 0
 
         if prior is not None and not (isinstance(beta_t, float) and beta_t == 0.0):
             prior = prior.to(acc)
@@ -572,16 +574,30 @@ class DPKGATConv(MessagePassing):
             else:
                 mass = prior.sum(-1, keepdim=True)
                 d = prior / mass.clamp_min(torch.finfo(prior.dtype).tiny)
-                weight = ((mass > 0) * beta_t).to(acc).expand_as(alpha)
-                alpha = torch.lerp(alpha, d.expand_as(alpha), weight)
+                weight = ((mass > 0) * beta_t).to(acc)  # (N, 1): 0 where the prior abstains
+                # (1 - w) * attn + w * d as one multiply-add over (B, H, N, N); w * d is (N, N)
+                alpha = torch.addcmul(weight * d, alpha, 1.0 - weight)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
 
-        out = torch.matmul(alpha.to(f.dtype), f).transpose(1, 2)  # (B, N, H, C)
-        out = out.reshape(B, N, H * C) if self.concat else out.mean(dim=2)
-        if res is not None:
-            out = out + res
-        if self.bias is not None:
-            out = out + self.bias
+        # aggregation as one batched product per (graph, head); the bias enters as its additive input
+        f = f.reshape(B, N, H, C).transpose(1, 2).reshape(B * H, N, C)  # (B·H, N, C)
+        alpha_bh = alpha.to(f.dtype).reshape(B * H, N, N)
+        if self.concat or H == 1:
+            if self.bias is not None:
+                bias = self.bias.to(f.dtype).view(1, H, 1, C).expand(B, H, 1, C).reshape(B * H, 1, C)
+                out = torch.baddbmm(bias, alpha_bh, f)
+            else:
+                out = torch.bmm(alpha_bh, f)
+            out = out.view(B, H, N, C)
+            out = out.transpose(1, 2).reshape(B, N, H * C) if H > 1 else out.view(B, N, C)
+            if res is not None:
+                out = out + res
+        else:
+            out = torch.bmm(alpha_bh, f).view(B, H, N, C).mean(dim=1)
+            if res is not None:
+                out = out + res
+            if self.bias is not None:
+                out = out + self.bias
         if squeeze:
             out = out.squeeze(0)
             alpha = alpha.squeeze(0)
@@ -598,15 +614,51 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _masked_softmax(e: Tensor, mask: Tensor) -> Tensor:
-    """Softmax of ``e (..., N, N)`` over the last dim restricted to ``mask (N, N)``; 0 off the
-    mask and on rows without entries. Written out (max-shift, exp, normalise) because
-    ``torch.softmax`` over a last dimension of 12 is several times slower on CPU; the max is
-    detached (the result does not depend on it, so the gradient is unchanged)."""
-    e = e.masked_fill(~mask, float("-inf"))
-    m = e.detach().amax(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).min)  # finite on empty rows
-    p = torch.exp(e - m)
-    return p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(e.dtype).tiny)
+def _additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(N, N)`` bool mask -> ``(N, N)`` additive mask: 0 on the mask, -inf off it (two kernels on
+    ``N²`` entries, so it is rebuilt per call rather than cached)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+class _DenseAttention(torch.autograd.Function):
+    r"""Masked softmax of LeakyReLU logits over the last dimension, in one autograd node.
+
+    Forward: :math:`e_{ij} = \mathrm{LeakyReLU}(s_j + t_i) + M_{ij}` (:math:`M` 0 on the graph,
+    :math:`-\infty` off it), :math:`p_{ij} = \exp(e_{ij} - \max_k e_{ik}) / \sum_k \exp(\cdot)`
+    (0 off the graph and on rows without edges). Saves :math:`p` and the leaky-ReLU derivative.
+
+    Backward, with :math:`g = \partial L / \partial p`:
+    :math:`\partial L / \partial e_{ij} = p_{ij} (g_{ij} - \sum_k g_{ik} p_{ik})`, times 1 where the
+    logit was positive and the negative slope elsewhere; then
+    :math:`\partial L / \partial s_j = \sum_i \cdot`, :math:`\partial L / \partial t_i = \sum_j \cdot`.
+
+    Shapes: ``src`` :math:`(B, H, 1, N)`, ``dst`` :math:`(B, H, N, 1)`, ``add_mask`` :math:`(N, N)`,
+    output :math:`(B, H, N, N)` in the dtype of ``src`` (the accumulation dtype).
+    """
+
+    @staticmethod
+    def forward(ctx, src: Tensor, dst: Tensor, add_mask: Tensor, slope: float) -> Tensor:
+        e = src + dst  # (B, H, N, N)
+        # leaky-ReLU derivative as a float factor (1 or slope): torch.where on a bool mask is
+        # many times slower on CPU than a multiply
+        scale = (e > 0).to(e.dtype).mul_(1.0 - slope).add_(slope)
+        e = F.leaky_relu_(e, slope)
+        e.add_(add_mask)
+        m = e.amax(-1, keepdim=True).clamp_min_(torch.finfo(e.dtype).min)  # finite on rows without edges
+        p = e.sub_(m).exp_()
+        p.div_(p.sum(-1, keepdim=True).clamp_min_(torch.finfo(e.dtype).tiny))
+        ctx.save_for_backward(p, scale)
+        return p
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        p, scale = ctx.saved_tensors
+        grad = grad.to(p.dtype)
+        ge = (grad - (grad * p).sum(-1, keepdim=True)).mul_(p).mul_(scale)
+        g_src = ge.sum(-2, keepdim=True) if ctx.needs_input_grad[0] else None
+        g_dst = ge.sum(-1, keepdim=True) if ctx.needs_input_grad[1] else None
+        return g_src, g_dst, None, None
 
 
 def _check_beta(beta: BetaLike, name: str) -> BetaLike:
