@@ -122,6 +122,27 @@ def test_given_prior_reaches_the_model_buffers(cache, tmp_path):
         assert not torch_allclose(block.prior, dfme), region
 
 
+def test_model_with_a_csv_prior_rebuilds_without_the_file(cache, tmp_path):
+    """model.pt carries the prior's values: once the CSV named in its config is gone, the
+    rebuilt model has the same prior buffers and gives the same logits (its config still
+    names the original file)."""
+    import torch
+
+    from psyau_graph.train.checkpoint import build_model
+
+    path = _distinct_prior(tmp_path / "ring.csv")
+    out = tmp_path / "run"
+    assert main(_argv(cache, out, "--prior", str(path))) == 0
+    before, _ = build_model(out / "model.pt")
+    path.unlink()
+    after, _ = build_model(out / "model.pt")
+    assert after.config.prior == str(path)
+    for name in ("whole", "upper", "lower"):
+        assert torch.equal(getattr(after.au_net.gat, name).prior, getattr(before.au_net.gat, name).prior)
+    sb, sa = before.state_dict(), after.state_dict()
+    assert sb.keys() == sa.keys() and all(torch.equal(sb[k], sa[k]) for k in sb)
+
+
 def torch_allclose(a, b):
     import torch
 

@@ -208,7 +208,31 @@ def build_model(ckpt: dict | str | os.PathLike) -> tuple[torch.nn.Module, dict]:
         cls = _package_attr(model_class, "model class")
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise ValueError(f"checkpoint model class {model_class!r} is not a torch.nn.Module")
-    model = cls(config)
+    build_config = _config_for_rebuild(config, ckpt["model"])
+    model = cls(build_config)
     model.load_state_dict(ckpt["model"])
+    if build_config is not config:
+        model.config = config
     model.eval()
     return model, ckpt
+
+
+def _config_for_rebuild(config: Any, state: dict) -> Any:
+    """The config to construct a checkpoint's model with before its weights are loaded.
+
+    A ``FedPsyAUConfig`` whose data prior is a CSV path (``psyau train --prior PATH|auto``)
+    names a file on the training machine. The prior's values travel in the state dict
+    (``*.gat.{upper,lower,whole}.prior`` buffers), and the AU graphs' structure does not
+    depend on the data prior, so when that file is absent here the model is constructed
+    with a shipped prior of the same shape and the checkpoint's buffers then replace it
+    (``load_state_dict`` is strict). A checkpoint without prior buffers (a setting that
+    uses no data prior) is built from its config unchanged.
+    The returned model keeps the original config.
+    """
+    from psyau_graph.priors import SOURCES
+
+    prior = getattr(config, "prior", None)
+    if (not isinstance(prior, str) or prior in SOURCES or prior == "uniform"
+            or Path(prior).is_file() or not any(k.endswith(".prior") for k in state)):
+        return config  # nothing to substitute: the model reads (or fails on) the file itself
+    return dataclasses.replace(config, prior=SOURCES[0])
