@@ -156,6 +156,9 @@ def test_killed_supernode_rejoins_next_round(tmp_path):
     assert "Receiving: train message" in dep.log("supernode1.restart1")
     failed = [f for f in result["failures"] if f["round"] == 2]
     assert [f["node"] for f in failed] == [node1]
+    # given up on by our node watch, or answered by Flower's SuperLink while it was offline
+    assert f"lost node {node1}" in failed[0]["error"] or "Node Unavailable" in failed[0]["error"]
+    assert all(x["node"] == node1 for x in result["lost_nodes"])
     status = {(r["round"], r["client"]): r["status"] for r in result["records"]}
     assert status[(2, 1)] == "failed"
     assert all(status[(rnd, c)] == "ok" for rnd in (1, 3) for c in range(3))
