@@ -108,7 +108,7 @@ def test_unregistered_supernode_is_refused(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.loopback
-@pytest.mark.timing  # out of CI until it has passed 3/3 under load (docs/federated.md); 2/2 so far after the node watch
+@pytest.mark.timing  # out of CI until it has passed 3/3 under load (docs/federated.md); so far 2/2 loaded, 1/1 quiet
 def test_killed_supernode_rejoins_next_round(tmp_path):
     """3 labs, quorum 2: SuperNode 1 is killed (SIGKILL, by PID) right after it pulled its
     round-2 train message, restarted with the same key once the SuperLink saw it go offline;
