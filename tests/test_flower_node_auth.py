@@ -108,7 +108,7 @@ def test_unregistered_supernode_is_refused(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.loopback
-@pytest.mark.timing  # passed alone (137 s) but hung in round 3 once on a loaded machine: not in CI
+@pytest.mark.timing  # out of CI until it has passed 3/3 under load (docs/federated.md); so far 2/2 loaded, 1/1 quiet
 def test_killed_supernode_rejoins_next_round(tmp_path):
     """3 labs, quorum 2: SuperNode 1 is killed (SIGKILL, by PID) right after it pulled its
     round-2 train message, restarted with the same key once the SuperLink saw it go offline;
@@ -156,6 +156,9 @@ def test_killed_supernode_rejoins_next_round(tmp_path):
     assert "Receiving: train message" in dep.log("supernode1.restart1")
     failed = [f for f in result["failures"] if f["round"] == 2]
     assert [f["node"] for f in failed] == [node1]
+    # given up on by our node watch, or answered by Flower's SuperLink while it was offline
+    assert f"lost node {node1}" in failed[0]["error"] or "Node Unavailable" in failed[0]["error"]
+    assert all(x["node"] == node1 for x in result["lost_nodes"])
     status = {(r["round"], r["client"]): r["status"] for r in result["records"]}
     assert status[(2, 1)] == "failed"
     assert all(status[(rnd, c)] == "ok" for rnd in (1, 3) for c in range(3))
@@ -278,3 +281,64 @@ def test_cli_deployment_records_node_auth_in_summary(tmp_path, capsys):
         assert k["fingerprint"] == fp((keys / f"node{i}.pub").read_bytes())
         assert stat.S_IMODE(os.stat(keys / f"node{i}").st_mode) == 0o600
     assert summary["engines"]["fedavg"] == "deployment"
+
+
+def test_polling_grid_gives_up_on_a_node_that_went_offline_or_restarted(monkeypatch):
+    """A pending message whose node goes offline, or is activated again (a SuperNode that
+    died after pulling it and came back under the same node id, which the SuperLink never
+    answers for once it is online again), gets a "Node Unavailable" reply naming the node
+    and why; the strategy traces it to that node. A node that stays up is waited for."""
+    from types import SimpleNamespace
+
+    from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from psyau_graph.federated.flower import polling_grid
+    from psyau_graph.federated.flower.polling_grid import PollingGrid
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    clock = [0.0]
+    monkeypatch.setattr(polling_grid.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(polling_grid.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+
+    class Grid:
+        def __init__(self, schedule):
+            self.schedule = schedule  # time -> {node: last_activated_at}, latest one applies
+
+        def get_nodes(self):
+            t = max(k for k in self.schedule if k <= clock[0])
+            return [SimpleNamespace(node_id=n, last_activated_at=a) for n, a in self.schedule[t].items()]
+
+        def push_messages(self, msgs):
+            for m in msgs:
+                m.metadata.__dict__["_message_id"] = m.object_id
+            return [m.metadata.message_id for m in msgs]
+
+        def pull_messages(self, ids):
+            return []
+
+    def msgs():
+        return [Message(RecordDict({"config": ConfigRecord({"server-round": 2})}), dst_node_id=n,
+                        message_type=MessageType.TRAIN) for n in (101, 202, 303)]
+
+    up = {101: "t0", 202: "t0", 303: "t0"}
+    grid = PollingGrid(Grid({0.0: up, 3.0: {101: "t0", 303: "t0"}, 9.0: {**up, 303: "t8"}}),
+                       0.5, watch_nodes=2.0)
+    sent = msgs()
+    got = grid.send_and_receive(sent, timeout=20.0)
+    assert [(int(m.metadata.reply_to_message_id == s.metadata.message_id)) for m, s in
+            zip(got, sent[1:])] == [1, 1]
+    assert all(m.has_error() and m.error.code == ErrorCode.NODE_UNAVAILABLE and
+               int(m.metadata.src_node_id) == SUPERLINK_NODE_ID for m in got)
+    assert [(r["node"], r["reason"].split(":")[1].strip().split(" (")[0]) for r in grid.lost] == \
+        [(202, "it went offline while its reply to a train message was pending"),
+         (303, "it restarted")]
+    assert "lost node 202" in got[0].error.reason
+    # node 101 never replied and stayed up: waited for until the timeout, not given up on
+    assert clock[0] >= 20.0 and 101 not in {r["node"] for r in grid.lost}
+    # off by default: nothing given up on
+    quiet = PollingGrid(Grid({0.0: up, 1.0: {}}), 0.5)
+    assert quiet.send_and_receive(msgs(), timeout=5.0) == [] and quiet.lost == []

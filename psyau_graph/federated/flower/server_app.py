@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 from flwr.serverapp import Grid, ServerApp
 
 from ...progress import LineProgress
@@ -40,6 +41,8 @@ from .checkpoint import STATE_FILE, ResumeError, load_server_state, save_server_
 from .strategy import ClientCrashed, make_strategy
 
 ERROR_FILE = "run_error.json"
+#: seconds between two listings of the online nodes while replies are pending (deployment)
+NODE_WATCH_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +66,34 @@ def run_rounds(strategy, grid: Grid, arrays: ArrayRecord, *, first: int, num_rou
     Returns:
         the global arrays after the last round.
     """
+    need = int(getattr(strategy, "min_available_nodes", 0) or 0)
     for rnd in range(first, num_rounds + 1):
         log.info("[ROUND %s/%s]", rnd, num_rounds)
+        wait_for_nodes(grid, need, timeout, f"round {rnd} (train)")
         replies = grid.send_and_receive(messages=strategy.configure_train(rnd, arrays, train_config, grid),
                                         timeout=timeout)
         agg, _ = strategy.aggregate_train(rnd, replies)
         if agg is not None:
             arrays = agg
+        wait_for_nodes(grid, need, timeout, f"round {rnd} (evaluate)")
         replies = grid.send_and_receive(
             messages=strategy.configure_evaluate(rnd, arrays, evaluate_config, grid), timeout=timeout)
         strategy.aggregate_evaluate(rnd, replies)
         if after_round is not None:
             after_round(rnd, arrays)
     return arrays
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float, what: str) -> None:
+    """Wait (at most ``timeout`` s) until ``expected`` nodes are online, so that Flower's
+    node sampling (which waits without a limit) never blocks a run forever; raises
+    :class:`RoundFailed` with one line otherwise."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < expected:
+        if time.monotonic() >= deadline:
+            raise RoundFailed(f"{what}: {len(nodes)} of {expected} nodes online after "
+                              f"{timeout:.0f} s (a lab that went offline did not come back)")
+        time.sleep(1.0)
 
 
 def ask_client_indices(grid: Grid, expected: int, timeout: float) -> dict[int, int]:
@@ -151,8 +169,12 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         state_path = Path(out) / STATE_FILE if out else None
         if out:
             (Path(out) / ERROR_FILE).unlink(missing_ok=True)
-        if extras["grid_poll_interval"] > 0 or extras["pack_arrays"]:
-            # 3.0 s: Flower's HttpGrid interval, when only packing was asked for
+        if not isinstance(grid, InMemoryGrid):  # deployment: nodes can die and come back
+            # 3.0 s: Flower's HttpGrid interval, when no other was asked for; every 2 s the
+            # online nodes are listed, so a reply lost with its SuperNode is given up on
+            grid = PollingGrid(grid, extras["grid_poll_interval"] or 3.0,
+                               pack_arrays=extras["pack_arrays"], watch_nodes=NODE_WATCH_S)
+        elif extras["grid_poll_interval"] > 0 or extras["pack_arrays"]:
             grid = PollingGrid(grid, extras["grid_poll_interval"] or 3.0,
                                pack_arrays=extras["pack_arrays"])
         t0 = time.perf_counter()
@@ -194,7 +216,8 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         records = sorted(inner.records, key=lambda r: (r["round"], r["client"]))
         result = {"engine": "flower", "config": cfg.to_dict(), "records": records,
                   "summary": summarize(records) if records else {},
-                  "failures": inner.failures, "rejected": inner.rejected, "scaled": inner.scaled,
+                  "failures": inner.failures,
+                  "lost_nodes": list(getattr(grid, "lost", [])), "rejected": inner.rejected, "scaled": inner.scaled,
                   "wall_time": wall, "round_time_mean": wall / cfg.rounds,
                   "resumed_after_round": first - 1 if extras["resume"] else None,
                   "round_times": [inner.round_times.get(r) for r in range(1, cfg.rounds + 1)],
