@@ -27,7 +27,8 @@ def resolve_prior(value: str, dataset, out_dir) -> tuple[str, dict]:
 
     Args:
         value: the ``--prior`` string.
-        dataset: the run's dataset (``au_labels`` property → ``(au, au_known)``, both (N, 12)).
+        dataset: the run's dataset (``au_labels`` property → ``(au, au_known)``, both (N, 12));
+            read only for ``auto`` (``None`` where ``auto`` is refused, as in ``psyau federate``).
         out_dir: the run's output folder; ``prior.csv`` (the 12 × 12 global prior used,
             rows summing to 1 or all 0) is written there atomically.
 

@@ -155,18 +155,13 @@ def run(args) -> int:
         task_spec = {"name": "toy"}
     else:
         from psyau_graph.errors import PsyauError
-        from psyau_graph.priors import save_prior_csv
 
-        from ._prior import check_prior
+        from ._prior import resolve_prior
 
         if args.prior == "auto":
             raise PsyauError("--prior auto: not available for psyau federate (the prior of all clients' AU "
                              "labels would pool their data); give dfme, casme2, samm or a CSV path")
-        prior_source, prior_matrix, prior_record = check_prior(args.prior)
-        out.mkdir(parents=True, exist_ok=True)
-        save_prior_csv(prior_matrix, out / "prior.csv", decimals=6)
-        prior_record.update(file="prior.csv", matrix=[[round(float(v), 6) for v in r] for r in prior_matrix])
-        args._prior_record = prior_record
+        prior_source, prior_record = resolve_prior(args.prior, None, out)  # writes --out/prior.csv
         task_spec = {"name": "fedpsyau", "label_scheme": args.label_scheme,
                      "model_config": {"ablation": args.ablation, "prior": prior_source},
                      "au_pos_weight": args.au_pos_weight}
@@ -227,7 +222,8 @@ def run(args) -> int:
                   "(no federation_state.pt or metrics.json)", file=sys.stderr)
             return 2
     try:
-        return _run_strategies(args, configs, task, task_spec, common, out, deploy_security)
+        return _run_strategies(args, configs, task, task_spec, common, out, deploy_security,
+                               prior_record)
     except RoundFailed as exc:  # below the quorum: one line (a programming error keeps its traceback)
         print(f"psyau federate: error: {exc}", file=sys.stderr)
         return 1
@@ -294,7 +290,8 @@ def _flower_split(args, cfg, folder, r: int, start) -> dict:
     return start(resume=status == "resume")
 
 
-def _run_strategies(args, configs, task, task_spec, common, out, deploy_security=None) -> int:
+def _run_strategies(args, configs, task, task_spec, common, out, deploy_security=None,
+                    prior_record=None) -> int:
     from psyau_graph.federated.results import summarize, summary_table, write_csv, write_json
     from psyau_graph.federated.run import FederatedRun, write_outputs
 
@@ -353,8 +350,8 @@ def _run_strategies(args, configs, task, task_spec, common, out, deploy_security
         records += res["records"]
     summary = summarize(records)
     doc = {"engines": engines, "summary": summary, "config": {k: v for k, v in common.items()}}
-    if getattr(args, "_prior_record", None) is not None:
-        doc["prior"] = args._prior_record
+    if prior_record is not None:
+        doc["prior"] = prior_record
     if security:  # deployment: TLS, node authentication, registered key fingerprints per strategy
         doc["security"] = security
     if deployments:  # deployment: how the SuperNodes and ClientApps were started
