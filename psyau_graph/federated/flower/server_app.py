@@ -169,14 +169,14 @@ def build_server_app(spec: dict | None = None, sink: Callable[[dict], None] | No
         state_path = Path(out) / STATE_FILE if out else None
         if out:
             (Path(out) / ERROR_FILE).unlink(missing_ok=True)
-        if not isinstance(grid, InMemoryGrid):  # deployment: nodes can die and come back
-            # 3.0 s: Flower's HttpGrid interval, when no other was asked for; every 2 s the
-            # online nodes are listed, so a reply lost with its SuperNode is given up on
+        # deployment (not the simulation's in-memory grid): nodes can die and come back, so
+        # every NODE_WATCH_S the online nodes are listed and a reply lost with its SuperNode
+        # is given up on
+        watch = 0.0 if isinstance(grid, InMemoryGrid) else NODE_WATCH_S
+        if watch > 0 or extras["grid_poll_interval"] > 0 or extras["pack_arrays"]:
+            # 3.0 s: Flower's HttpGrid interval, when no other was asked for
             grid = PollingGrid(grid, extras["grid_poll_interval"] or 3.0,
-                               pack_arrays=extras["pack_arrays"], watch_nodes=NODE_WATCH_S)
-        elif extras["grid_poll_interval"] > 0 or extras["pack_arrays"]:
-            grid = PollingGrid(grid, extras["grid_poll_interval"] or 3.0,
-                               pack_arrays=extras["pack_arrays"])
+                               pack_arrays=extras["pack_arrays"], watch_nodes=watch)
         t0 = time.perf_counter()
         try:
             if extras["resume"]:
