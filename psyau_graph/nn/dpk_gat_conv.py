@@ -582,22 +582,21 @@ class DPKGATConv(MessagePassing):
         # aggregation as one batched product per (graph, head); the bias enters as its additive input
         f = f.reshape(B, N, H, C).transpose(1, 2).reshape(B * H, N, C)  # (B·H, N, C)
         alpha_bh = alpha.to(f.dtype).reshape(B * H, N, N)
-        if self.concat or H == 1:
-            if self.bias is not None:
-                bias = self.bias.to(f.dtype).view(1, H, 1, C).expand(B, H, 1, C).reshape(B * H, 1, C)
-                out = torch.baddbmm(bias, alpha_bh, f)
-            else:
-                out = torch.bmm(alpha_bh, f)
-            out = out.view(B, H, N, C)
-            out = out.transpose(1, 2).reshape(B, N, H * C) if H > 1 else out.view(B, N, C)
-            if res is not None:
-                out = out + res
+        bias_in_product = self.bias is not None and (self.concat or H == 1)  # else added after the head mean
+        if bias_in_product:
+            bias = self.bias.to(f.dtype).view(1, H, 1, C).expand(B, H, 1, C).reshape(B * H, 1, C)
+            out = torch.baddbmm(bias, alpha_bh, f)
         else:
-            out = torch.bmm(alpha_bh, f).view(B, H, N, C).mean(dim=1)
-            if res is not None:
-                out = out + res
-            if self.bias is not None:
-                out = out + self.bias
+            out = torch.bmm(alpha_bh, f)
+        out = out.view(B, H, N, C)
+        if self.concat or H == 1:
+            out = out.transpose(1, 2).reshape(B, N, H * C) if H > 1 else out.view(B, N, C)
+        else:
+            out = out.mean(dim=1)
+        if res is not None:
+            out = out + res
+        if self.bias is not None and not bias_in_product:
+            out = out + self.bias
         if squeeze:
             out = out.squeeze(0)
             alpha = alpha.squeeze(0)
