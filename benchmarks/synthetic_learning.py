@@ -143,7 +143,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from psyau_graph.nn import FedPsyAUConfig
-    from psyau_graph.train.fit import TrainConfig
+    from psyau_graph.train.fit import AU_THRESHOLD, TrainConfig
     from psyau_graph.train.memory import keep_freed_memory
 
     keep_freed_memory()  # as the psyau command does
@@ -183,7 +183,11 @@ def main(argv=None) -> int:
                 "classes": list(ds.class_names), "flow": args.flow}
     train_cfg = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seeds": args.seeds,
                  "precision": args.precision, "prior": prior_info, "prior_warnings": prior_warnings,
-                 "threads": args.threads}
+                 "threads": args.threads,
+                 # AU loss and AU F1 rule (files written before these fields: plain BCE, "none")
+                 "au_pos_weight": TrainConfig.au_pos_weight, "au_f1_rule": f"sigmoid >= {AU_THRESHOLD}, "
+                 "known labels only, F1 per AU averaged over the AUs present in truth or prediction, "
+                 "all folds pooled"}
     out = Path(args.out)
     runs, settings = [], {}
     done = {}
@@ -193,7 +197,8 @@ def main(argv=None) -> int:
                 and old.get("train", {}).get("precision", "fp32") == args.precision
                 and old.get("data", {}).get("au_mode", "prototype") == args.au_mode
                 and old.get("data", {}).get("au_source") == data_cfg["au_source"]
-                and old.get("train", {}).get("prior", "dfme") == prior_info)
+                and old.get("train", {}).get("prior", "dfme") == prior_info
+                and old.get("train", {}).get("au_pos_weight", "none") == TrainConfig.au_pos_weight)
 
     if args.resume and out.is_file():  # keep finished runs of an interrupted benchmark with the same settings
         old = json.loads(out.read_text())
@@ -204,7 +209,8 @@ def main(argv=None) -> int:
     for other in args.merge:  # runs finished by another process (e.g. other seeds), same configuration required
         old = json.loads(Path(other).read_text())
         if not same_config(old):
-            raise SystemExit(f"--merge {other}: its epochs/clips/precision/AU mode/prior differ from this run's")
+            raise SystemExit(f"--merge {other}: its epochs/clips/precision/AU mode/prior/AU pos weight differ "
+                             "from this run's")
         for r in old.get("runs", []):
             done.setdefault((r["ablation"], r["seed"]), r)
     # seed-major order: an interrupted run still holds every setting for the seeds it finished
