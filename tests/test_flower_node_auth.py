@@ -108,7 +108,8 @@ def test_unregistered_supernode_is_refused(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.loopback
-@pytest.mark.timing  # out of CI until it has passed 3/3 under load (docs/federated.md); so far 2/2 loaded, 1/1 quiet
+# in CI (`make test-loopback`) since it passed 3/3 with the next test beside it, load 5-10
+# (docs/federated.md, "A SuperNode that dies and comes back")
 def test_killed_supernode_rejoins_next_round(tmp_path):
     """3 labs, quorum 2: SuperNode 1 is killed (SIGKILL, by PID) right after it pulled its
     round-2 train message, restarted with the same key once the SuperLink saw it go offline;
@@ -169,7 +170,7 @@ def test_killed_supernode_rejoins_next_round(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.loopback
-@pytest.mark.timing  # out of CI until it has passed 3/3 under load (docs/federated.md)
+# in CI (`make test-loopback`) since it passed 3/3 with the previous test beside it, load 5-10
 def test_supernode_restarted_at_once_is_given_up_on_by_the_node_watch(tmp_path):
     """3 labs, quorum 2: SuperNode 1 is killed right after it pulled its round-2 train
     message and restarted at once, before the SuperLink counts it offline. Flower 1.42
