@@ -27,9 +27,10 @@ test: $(STAMP)
 test-loopback: $(STAMP)
 	$(PY) -m pytest -q -m "loopback and not timing"
 
-# loopback tests whose outcome has depended on machine load (not run by CI)
+# loopback tests whose outcome has depended on machine load (not run by CI; none at
+# present: pytest's exit code 5, "no tests collected", counts as success)
 test-timing: $(STAMP)
-	$(PY) -m pytest -q -m timing
+	$(PY) -m pytest -q -m timing || test $$? -eq 5
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

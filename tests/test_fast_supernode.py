@@ -223,3 +223,60 @@ def test_federate_rejects_a_bad_poll_interval_in_one_line(tmp_path, capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert err == ["psyau federate: error: --poll-interval must be 0 or between 0.01 and 3 "
                    "seconds, got 7.0"]
+
+
+def test_rejoin_launcher_retries_only_a_refused_sign_in():
+    """A restarted SuperNode refused with 412 FLEET_NODE_ACTIVATION_FAILED (its node id is
+    still online on the SuperLink) signs in again every ``retry_every`` s, at most
+    ``retry_for`` s; any other error is raised at once, as Flower's own."""
+    import json
+
+    import flwr
+    import httpx
+    from flwr.supercore.error import ApiErrorCode, FlowerError
+
+    from psyau_graph.federated.flower import rejoin_supernode as rj
+
+    def refusal(code):
+        req = httpx.Request("POST", "https://127.0.0.1/v1/fleet/activate-node")
+        body = json.dumps(FlowerError(int(code), "internal").to_json("Failed to activate SuperNode."))
+        resp = httpx.Response(412, request=req, text=body)
+        return httpx.HTTPStatusError("412", request=req, response=resp)
+
+    clock, said = [0.0], []
+
+    def sleep(s):
+        clock[0] += s
+
+    def flaky(refusals, code=ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED):
+        calls = []
+
+        def activate(self, request):
+            calls.append(clock[0])
+            if len(calls) <= refusals:
+                raise refusal(code)
+            return "activated"
+        return activate, calls
+
+    act, calls = flaky(5)
+    wrapped = rj.retrying_activate(act, 10.0, 0.5, clock=lambda: clock[0], sleep=sleep,
+                                   say=said.append)
+    assert wrapped(None, "req") == "activated" and calls == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert "still counts this node online" in said[0] and "after 5 refused tries in 2.5 s" in said[1]
+    # refused for longer than retry_for: the last refusal is raised
+    clock[0] = 0.0
+    act, calls = flaky(1000)
+    with pytest.raises(httpx.HTTPStatusError):
+        rj.retrying_activate(act, 3.0, 0.5, clock=lambda: clock[0], sleep=sleep)(None, "req")
+    assert len(calls) == 7 and clock[0] <= 3.0
+    # another refusal (e.g. an invalid heartbeat interval) is not retried
+    act, calls = flaky(1, ApiErrorCode.FLEET_INVALID_HEARTBEAT_INTERVAL)
+    with pytest.raises(httpx.HTTPStatusError):
+        rj.retrying_activate(act, 10.0, 0.5, clock=lambda: clock[0], sleep=sleep)(None, "req")
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="--retry-every"):
+        rj._check_args(10, 0)
+    if flwr.__version__ in rj.CHECKED_FLWR_VERSIONS:
+        rj.check_patchable(flwr.__version__)
+    with pytest.raises(rj.RejoinSupernodeError, match="read only for flwr"):
+        rj.check_patchable("0.0.1")

@@ -263,7 +263,7 @@ class LocalDeployment:
 
     def start_node(self, i: int, *, data_path: str | Path | None = None,
                    private_key: str | Path | None = None, name: str | None = None,
-                   wait: bool = True) -> subprocess.Popen:
+                   wait: bool = True, sign_in_retry: float | None = None) -> subprocess.Popen:
         """Start (or restart) SuperNode ``i`` (its partition index) and wait for its Runtime
         API port; with node authentication it signs in with node ``i``'s private key.
 
@@ -274,6 +274,11 @@ class LocalDeployment:
             name: log/process name (default: ``supernode<i>``, then ``supernode<i>.restart<k>``).
             wait: wait (bounded) for its Runtime API port (default: ``True``; ``False`` for a
                 node expected to be refused, which may exit before the port is seen).
+            sign_in_retry: start it with the launcher
+                :mod:`~psyau_graph.federated.flower.rejoin_supernode`, which keeps signing
+                in for at most this many seconds while the SuperLink still counts the node
+                id online (a SuperNode restarted before the SuperLink saw the dead one go
+                offline); ``None`` (default): Flower's SuperNode, which exits when refused.
         """
         path = str(data_path) if data_path is not None else self.node_data[i]
         if name is None:
@@ -289,8 +294,15 @@ class LocalDeployment:
             private_key = self.node_keys[i].private
         if private_key is not None:
             auth = ["--auth-supernode-private-key", str(private_key)]
+        launcher = self._supernode_cmd
+        if sign_in_retry is not None:
+            launcher = [sys.executable, "-m", "psyau_graph.federated.flower.rejoin_supernode",
+                        "--retry-for", str(float(sign_in_retry))]
+            if self.poll_interval is not None:
+                launcher += ["--poll-interval", str(self.poll_interval)]
+            launcher += ["--"]
         sn = self._spawn(name, [
-            *self._supernode_cmd, *self._node_security(), "--superlink", f"127.0.0.1:{self.port}",
+            *launcher, *self._node_security(), "--superlink", f"127.0.0.1:{self.port}",
             "--host", "127.0.0.1", "--port", str(nport), "--node-config", node_cfg,
             "--max-retries", "20", "--max-wait-time", "60", *isolation, *auth])
         if wait:
@@ -451,12 +463,16 @@ class LocalDeployment:
                 p.wait(timeout=30)
         return sorted(pids)
 
-    def restart_node(self, i: int) -> subprocess.Popen:
+    def restart_node(self, i: int, *, sign_in_retry: float | None = None) -> subprocess.Popen:
         """Start SuperNode ``i`` again after :meth:`kill_node` (same data, same key, so the
-        SuperLink knows it as the same registered node); logs to ``supernode<i>.restart<k>``."""
+        SuperLink knows it as the same registered node); logs to ``supernode<i>.restart<k>``.
+
+        Flower 1.42's SuperLink refuses to sign in a node id it still counts as online (the
+        dead process's last heartbeat + 60 s) and Flower's SuperNode then exits; restarted
+        sooner than that, pass ``sign_in_retry`` (seconds; see :meth:`start_node`)."""
         if self.nodes[i]["proc"].poll() is None:
             raise RuntimeError(f"SuperNode {i} is still running")
-        return self.start_node(i)
+        return self.start_node(i, sign_in_retry=sign_in_retry)
 
     # -------------------------------------------------------------- resume
     def node_state_dir(self, i: int) -> Path:
