@@ -171,15 +171,22 @@ def test_killed_supernode_rejoins_next_round(tmp_path):
 @pytest.mark.slow
 @pytest.mark.loopback
 # in CI (`make test-loopback`) since it passed 3/3 with the previous test beside it, load 5-10
-def test_supernode_restarted_at_once_is_given_up_on_by_the_node_watch(tmp_path):
+def test_supernode_restarted_at_once_is_released_and_rejoins(tmp_path):
     """3 labs, quorum 2: SuperNode 1 is killed right after it pulled its round-2 train
     message and restarted at once, before the SuperLink counts it offline. Flower 1.42
     refuses to sign in a node id it still counts online (until the dead process's last
     heartbeat + 60 s), so it is restarted with the launcher that keeps signing in; the
     SuperLink tags the old session offline and activates the new one in one step, no
-    SuperLink reply for the lost message is written, and only the ServerApp's node watch
+    SuperLink reply for the lost message is written, and the ServerApp's node watch
     (``last_activated_at`` changed) releases round 2, naming node 1. It trains again in
-    round 3 and the run completes."""
+    round 3 and the run completes.
+
+    Between the old session's expiry and the new sign-in there is a window of one sign-in
+    try (< 0.1 s measured). A ServerApp pull or node listing that lands in it releases the
+    message as "Node Unavailable" (Flower) or "went offline" (the watch) instead; both are
+    correct outcomes, so the test accepts them (with the reason in the failure record) rather
+    than fail by chance in ~1-2 % of runs. The "restarted" rule released it in all 6 measured
+    runs (docs/federated.md); its logic is pinned by the unit test in test_fast_supernode."""
     labs = [make_toy_data(tmp_path / f"lab{c}" / "toy.pt", subjects=3, per_subject=20, seed=s).parent
             for c, s in (("A", 1), ("B", 2), ("C", 3))]
     cfg = FederatedConfig(clients=3, rounds=3, local_epochs=1, strategy="fedavg", lr=0.02,
@@ -228,13 +235,17 @@ def test_supernode_restarted_at_once_is_given_up_on_by_the_node_watch(tmp_path):
     assert "Receiving: train message" in restart_log
     failed = [f for f in result["failures"] if f["round"] == 2]
     assert [f["node"] for f in failed] == [node1]
-    # released by the node watch's "activated again" rule: never seen offline by a pull
-    # (Flower's "Node Unavailable") nor by a listing ("went offline")
+    # released by the node watch's "activated again" rule, or (a pull or listing inside the
+    # sign-in window, see the docstring) as seen offline by Flower or by the watch
     seen = f"offline-at/online-at of node {node1} on the SuperLink: {listed}"
-    assert f"lost node {node1}: it restarted (activated again at" in failed[0]["error"], \
-        (failed[0]["error"], seen)
-    assert [(x["node"], x["message_type"]) for x in result["lost_nodes"]] == [(node1, "train")], seen
-    assert result["lost_nodes"][0]["reason"].startswith(f"lost node {node1}: it restarted")
+    error = failed[0]["error"]
+    by_watch = [f"lost node {node1}: it restarted (activated again at", f"lost node {node1}: it went offline"]
+    assert any(w in error for w in by_watch) or "Node Unavailable" in error, (error, seen)
+    if any(w in error for w in by_watch):
+        assert [(x["node"], x["message_type"]) for x in result["lost_nodes"]] == [(node1, "train")], seen
+        assert result["lost_nodes"][0]["reason"].startswith(f"lost node {node1}: it ")
+    else:
+        assert result["lost_nodes"] == [], seen
     status = {(r["round"], r["client"]): r["status"] for r in result["records"]}
     assert status[(2, 1)] == "failed"
     assert all(status[(rnd, c)] == "ok" for rnd in (1, 3) for c in range(3))
