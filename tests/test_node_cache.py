@@ -117,15 +117,18 @@ def test_executor_preloads_what_a_child_reported_and_a_fork_inherits_it(tmp_path
     monkeypatch.setattr(node_cache, "CACHE", DatasetCache())
     ex = ForkClientAppExecutor()
     threads = torch.get_num_threads()
+    rng = torch.get_rng_state()
     os.write(ex._wfd, (json.dumps({"path": str(f.parent), "task_spec": TOY}) + "\n").encode())
     ex.reconcile()
     assert ex.preloaded == [(str(f.parent), node_cache.spec_key(TOY))]
+    assert ex.warmed == [node_cache.spec_key(TOY)]  # the network was built once, here
+    assert torch.equal(torch.get_rng_state(), rng)  # without touching the random state
     assert torch.get_num_threads() == threads  # restored after loading at 1 thread
     assert (node_cache.CACHE.hits, node_cache.CACHE.misses) == (0, 0)  # a preload counts as neither
     # reported again (another child's miss) while the files are unchanged: nothing reloaded
     os.write(ex._wfd, (json.dumps({"path": str(f.parent), "task_spec": TOY}) + "\n").encode())
     ex.reconcile()
-    assert len(ex.preloaded) == 1
+    assert len(ex.preloaded) == 1 and len(ex.warmed) == 1
     pid = os.fork()
     if pid == 0:  # a forked task finds the dataset in its inherited cache
         ok = False
@@ -154,3 +157,37 @@ def test_executor_reports_a_failed_preload_once(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("could not preload") == 1 and "missing" in err
     assert ex.preloaded == [] and not node_cache.CACHE.entries
+
+
+def test_executor_builds_a_reported_network_once_in_its_own_process(tmp_path):
+    """In a fresh process with the executor's imports, the first FedPsyAU build generates
+    PyG's propagate code; after the executor's warm-up a forked child finds it done."""
+    import subprocess
+    import sys
+
+    code = r'''
+import json, os, sys
+from psyau_graph.federated.flower import warm_exec, node_cache
+warm_exec._preload()
+gen = "psyau_graph.nn.dpk_gat_conv_DPKGATConv_propagate"
+before = gen in sys.modules
+ex = warm_exec.ForkClientAppExecutor()
+spec = {"name": "fedpsyau", "model_config": {"num_classes": 3}}
+os.write(ex._wfd, (json.dumps({"path": sys.argv[1], "task_spec": spec}) + "\n").encode())
+ex.reconcile()
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if gen in sys.modules else 1)
+_, st = os.waitpid(pid, 0)
+print(json.dumps({"before": before, "child": os.waitstatus_to_exitcode(st) == 0,
+                  "warmed": ex.warmed, "preloaded": len(ex.preloaded)}))
+'''
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "no-such-cache")],
+                       capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    # the data path does not exist (preload fails, said once) but the network is still warmed
+    assert out == {"before": False, "child": True, "warmed": [node_cache.spec_key(
+        {"name": "fedpsyau", "model_config": {"num_classes": 3}})], "preloaded": 0}
+    assert "could not preload" in r.stderr

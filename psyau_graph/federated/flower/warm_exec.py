@@ -16,7 +16,10 @@ dataset (:mod:`~psyau_graph.federated.flower.node_cache`). The parent does not k
 run's task spec before the first message (it comes with the run config, which only the
 child fetches), so the first child to load a dataset reports ``(data path, task spec)``
 to the parent through a pipe; the parent then loads it between polls and every later
-child inherits it copy-on-write. The cache key includes the files' sizes and
+child inherits it copy-on-write; for a task spec it has not seen, the parent also builds
+the network once and discards it (its first build in a process imports more modules and
+has PyG generate and compile the propagate code of each message-passing class; that took
+most of a task's CPU time). The cache key includes the files' sizes and
 modification times, checked by each child, so a changed data file is read again. Nothing
 of a run's state is kept in the parent: each child gets its run's context from the
 SuperNode and builds its model as before, so results are the same with the cache warm or
@@ -58,6 +61,8 @@ class ForkClientAppExecutor:
         self._refused: set[tuple] = set()
         #: datasets the parent loaded for its children (data path, canonical task spec)
         self.preloaded: list[tuple[str, str]] = []
+        #: task specs whose network the parent built once, or tried to (canonical task spec)
+        self.warmed: list[str] = []
 
     def get_eligible_capacity(self, supported_task_types, *, insecure=False,
                               root_certificates_path=None):
@@ -148,6 +153,13 @@ class ForkClientAppExecutor:
             for line in lines:
                 req = json.loads(line)
                 ident = (req["path"], node_cache.spec_key(req["task_spec"]))
+                if ident[1] not in self.warmed:
+                    self.warmed.append(ident[1])  # tried once per spec, whatever the outcome
+                    try:
+                        self._build_network_once(req["task_spec"])
+                    except Exception as e:  # noqa: BLE001 - each task builds it anyway
+                        print(f"warm executor: could not build the network of {ident[1]} "
+                              f"({e!r}); each task builds it itself", file=sys.stderr, flush=True)
                 if ident in self._refused:
                     continue
                 t0 = time.perf_counter()
@@ -164,6 +176,21 @@ class ForkClientAppExecutor:
                           f"in {time.perf_counter() - t0:.2f} s", file=sys.stderr, flush=True)
         finally:
             torch.set_num_threads(threads)
+
+    @staticmethod
+    def _build_network_once(task_spec: dict) -> None:
+        """Build (and discard) the task's network once, so that what its first build in a
+        process does (lazy imports; PyG generating and compiling each message-passing
+        class's propagate code) is done here and inherited by the children. The parent's
+        random state is left as it was; each task still builds and seeds its own model."""
+        import torch
+
+        from ..task import make_task
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            make_task(task_spec).make_model()
+        print(f"warm executor: built the network once for the next tasks in "
+              f"{time.perf_counter() - t0:.2f} s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.reconcile()
