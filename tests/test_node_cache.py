@@ -191,32 +191,3 @@ print(json.dumps({"before": before, "child": os.waitstatus_to_exitcode(st) == 0,
     assert out == {"before": False, "child": True, "warmed": [node_cache.spec_key(
         {"name": "fedpsyau", "model_config": {"num_classes": 3}})], "preloaded": 0}
     assert "could not preload" in r.stderr
-
-
-def test_cap_pull_backoff_starts_retries_earlier_and_refuses_unchecked_flower(monkeypatch):
-    import flwr
-    from flwr.supercore.inflatable import inflatable_utils as iu
-
-    from psyau_graph.federated.flower.warm_exec import cap_pull_backoff
-
-    seen = []
-
-    def fake(object_ids, pull_object_fn, *, max_tries_per_object=500, initial_backoff=1.0,
-             backoff_cap=10.0):
-        seen.append((initial_backoff, backoff_cap, max_tries_per_object))
-        return {}
-
-    monkeypatch.setattr(iu, "pull_objects", fake)
-    cap_pull_backoff(0.1)
-    iu.pull_objects(["a"], lambda o: b"")  # Flower's default 1 s -> 0.1 s
-    iu.pull_objects(["a"], lambda o: b"", initial_backoff=0.05, backoff_cap=3.0)  # below: kept
-    cap_pull_backoff(0.2)  # applied twice: wraps Flower's function, not its own wrapper
-    iu.pull_objects(["a"], lambda o: b"")
-    assert seen == [(0.1, 10.0, 500), (0.05, 3.0, 500), (0.2, 10.0, 500)]
-    monkeypatch.setattr(flwr, "__version__", "9.9.9")
-    with pytest.raises(RuntimeError, match="checked against Flower"):
-        cap_pull_backoff(0.1)
-    monkeypatch.setattr(flwr, "__version__", "1.42.0")
-    monkeypatch.setattr(iu, "pull_objects", lambda object_ids, pull_object_fn: {})
-    with pytest.raises(RuntimeError, match="initial_backoff"):
-        cap_pull_backoff(0.1)

@@ -154,10 +154,8 @@ class LocalDeployment:
             :mod:`~psyau_graph.federated.flower.fast_supernode` (which refuses to start on
             Flower code it was not checked against); with it, each message's tensors
             travel packed as one array per dtype (run config ``pack-arrays``,
-            :mod:`~psyau_graph.federated.flower.packing`), and each ClientApp task's
-            first retry of an object pull waits this long instead of 1 s
-            (:func:`~psyau_graph.federated.flower.warm_exec.cap_pull_backoff`). ``None``:
-            Flower's own waits and one object per tensor.
+            :mod:`~psyau_graph.federated.flower.packing`). ``None``: Flower's own waits
+            and one object per tensor.
         threads_per_node: torch/OpenMP threads of each node's ClientApp processes (default:
             the machine's CPU count divided by the number of nodes, at least 1, unless
             ``OMP_NUM_THREADS`` is set already): the nodes share one machine here.
@@ -192,7 +190,6 @@ class LocalDeployment:
         self.launch = {"warm": self.warm, "tls": self.tls, "pack_arrays": self.pack_arrays,
                        "omp_num_threads": self.env.get("OMP_NUM_THREADS"),
                        "poll_interval_s": self.poll_interval,
-                       "pull_backoff_s": self.poll_interval,
                        "supernode_launcher": "flower-supernode"}
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self._seen: set[int] = set()
@@ -302,8 +299,7 @@ class LocalDeployment:
         if self.warm:
             warm = self._spawn(name.replace("supernode", "warm-exec"), [
                 sys.executable, "-m", "psyau_graph.federated.flower.warm_exec",
-                "--runtime-api-address", f"127.0.0.1:{nport}", "--parent-pid", str(sn.pid),
-                *(["--pull-backoff", str(self.poll_interval)] if self.poll_interval else [])])
+                "--runtime-api-address", f"127.0.0.1:{nport}", "--parent-pid", str(sn.pid)])
         self.nodes[i] = {"proc": sn, "port": nport, "name": name, "warm": warm}
         return sn
 

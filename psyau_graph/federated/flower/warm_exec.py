@@ -52,10 +52,8 @@ class ForkClientAppExecutor:
     Implements Flower's ``Executor`` protocol (``flwr.supercore.superexec.executor``).
     """
 
-    def __init__(self, pull_backoff: float | None = None) -> None:
+    def __init__(self) -> None:
         self.children: set[int] = set()
-        #: first retry wait (s) of a child's object pulls (``None``: Flower's 1 s)
-        self.pull_backoff = pull_backoff
         # children -> parent: one JSON line {"path", "task_spec"} per dataset a child loaded
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -97,8 +95,6 @@ class ForkClientAppExecutor:
             h0, m0 = node_cache.CACHE.hits, node_cache.CACHE.misses
             try:
                 from flwr.supernode.runtime.run_clientapp import run_clientapp
-                if self.pull_backoff is not None:
-                    cap_pull_backoff(self.pull_backoff)
                 run_clientapp(runtime_api_address=spec.runtime_api_address, token=spec.token,
                               insecure=spec.insecure, certificates=certs,
                               parent_pid=spec.parent_pid,
@@ -200,41 +196,6 @@ class ForkClientAppExecutor:
         self.reconcile()
 
 
-#: Flower versions whose object-pull code :func:`cap_pull_backoff` was checked against
-CHECKED_FLWR = ("1.42.0",)
-
-
-def cap_pull_backoff(seconds: float) -> None:
-    """In this process, start the retry wait of Flower's object pulls at ``seconds``
-    instead of 1 s (then doubling to Flower's cap, within Flower's own limits on tries and
-    time). A ClientApp asks its SuperNode for a message's objects as soon as it starts;
-    when the SuperNode has not received them from the SuperLink yet, Flower's
-    ``pull_objects`` (``flwr.supercore.inflatable.inflatable_utils``) waits 1 s before
-    asking again: measured here, every warm task waited so (about 1.2 s of a 1.7 s
-    evaluate task). Raises ``RuntimeError`` on Flower code it was not checked against
-    (another version, or ``pull_objects`` without an ``initial_backoff`` keyword)."""
-    import inspect
-
-    import flwr
-    from flwr.supercore.inflatable import inflatable_utils as iu
-    if flwr.__version__ not in CHECKED_FLWR:
-        raise RuntimeError(f"warm executor: the pull backoff was checked against Flower "
-                           f"{', '.join(CHECKED_FLWR)}, not {flwr.__version__}")
-    original = iu.pull_objects
-    if getattr(original, "_psyau_capped", None) is not None:
-        original = original._psyau_capped
-    params = inspect.signature(original).parameters
-    if "initial_backoff" not in params or params["initial_backoff"].kind != inspect.Parameter.KEYWORD_ONLY:
-        raise RuntimeError("warm executor: flwr's pull_objects has no keyword 'initial_backoff'")
-    default = params["initial_backoff"].default
-
-    def pull_objects(*args, initial_backoff: float = default, **kwargs):
-        return original(*args, initial_backoff=min(float(initial_backoff), float(seconds)), **kwargs)
-
-    pull_objects._psyau_capped = original
-    iu.pull_objects = pull_objects
-
-
 def _preload() -> None:
     """Import what every ClientApp task needs, without running any torch operation."""
     import torch  # noqa: F401
@@ -256,20 +217,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="host:port of the SuperNode's Runtime API")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="exit when this process (the SuperNode) exits")
-    ap.add_argument("--pull-backoff", type=float, default=None,
-                    help="first retry wait (s) of a task's object pulls (default: Flower's 1 s; "
-                         "see cap_pull_backoff)")
     args = ap.parse_args(argv)
-    if args.pull_backoff is not None and args.pull_backoff <= 0:
-        ap.error(f"--pull-backoff must be > 0, got {args.pull_backoff}")
     _preload()
     import importlib
 
     rs = importlib.import_module("flwr.supercore.superexec.run_superexec")
 
-    if args.pull_backoff is not None:
-        cap_pull_backoff(args.pull_backoff)  # refuses unchecked Flower code before serving
-    executor = ForkClientAppExecutor(pull_backoff=args.pull_backoff)
+    executor = ForkClientAppExecutor()
     # run_superexec builds its executor with get_executor(); hand it ours instead.
     rs.get_executor = lambda *a, **k: executor
     rs.run_superexec(runtime_api_address=args.runtime_api_address, insecure=True,
