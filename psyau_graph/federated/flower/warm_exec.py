@@ -26,7 +26,8 @@ SuperNode and builds its model as before, so results are the same with the cache
 cold.
 
 The parent never runs a parallel torch operation (so no OpenMP pool exists at fork time:
-it loads datasets with torch at 1 thread and restores the thread count before forking) and
+it loads datasets and builds the network with torch at 1 thread and restores the thread
+count before forking) and
 reaps its children between polls. Each child writes one line when its task ends: wall
 time, CPU time, torch threads (to tell training from waiting and contention) and its
 dataset cache hits and misses. Only ClientApp tasks are served; any other task type is
@@ -131,8 +132,9 @@ class ForkClientAppExecutor:
         self._preload_reported()
 
     def _preload_reported(self) -> None:
-        """Load the datasets the children reported into this process's cache (torch at 1
-        thread, so no OpenMP pool exists when the next child is forked)."""
+        """Build the networks and load the datasets the children reported (into this
+        process's cache; torch at 1 thread, so no OpenMP pool exists when the next child
+        is forked)."""
         while True:
             try:
                 chunk = os.read(self._rfd, 65536)
@@ -203,7 +205,7 @@ def _preload() -> None:
 
     import psyau_graph.federated.flower.client_app  # noqa: F401
     import psyau_graph.federated.personalized  # noqa: F401
-    import psyau_graph.nn  # noqa: F401  (the network; PyG generates its propagate code here)
+    import psyau_graph.nn  # noqa: F401  (the network's modules)
     import psyau_graph.data.dataset  # noqa: F401
     import psyau_graph.train.fit  # noqa: F401
     import psyau_graph.train.checkpoint  # noqa: F401
