@@ -12,7 +12,8 @@ message, every poll on the message path at 0.1 s, the SuperNodes through
 (``deployment_warm_tls_flower_waits``; ``--no-warm-flower-waits`` skips it) and in
 Flower's default mode (``deployment``: a fresh flwr-clientapp per message, Flower's
 waits; ``--no-cold-deployment`` skips it). The warm runs also record each forked
-ClientApp task's wall and CPU seconds (from the warm executors' logs). Round 1 is the warm-up (actor/process start, imports);
+ClientApp task's wall and CPU seconds and dataset cache hits/misses (from the warm
+executors' logs). Round 1 is the warm-up (actor/process start, imports);
 the median and spread are over rounds 2..R. Start-up (Ray / SuperLink + SuperNodes) is
 reported separately. Run twice: a small workload (8 clips per subject, E = 1: a round
 takes a fraction of a second, so fixed per-round costs show) with every engine, and a
@@ -117,17 +118,23 @@ def split_cache(cache: Path, cfg: FederatedConfig, out: Path) -> list[Path]:
 def _warm_tasks(dep: LocalDeployment) -> dict:
     """Per-task wall and CPU seconds of the forked ClientApp processes (warm executor logs)."""
     import re
-    pat = re.compile(r"ended with code (-?\d+) after ([0-9.]+) s wall, ([0-9.]+) s CPU, (\d+) torch")
-    wall, cpu, threads = [], [], set()
+    pat = re.compile(r"ended with code (-?\d+) after ([0-9.]+) s wall, ([0-9.]+) s CPU, (\d+) torch "
+                     r"threads, dataset cache (\d+) hit\(s\) (\d+) miss\(es\)")
+    wall, cpu, threads, hits, misses, preloads = [], [], set(), 0, 0, 0
     for i in range(len(dep.node_data)):
-        for m in pat.finditer(dep.log(f"warm-exec{i}")):
+        log = dep.log(f"warm-exec{i}")
+        preloads += log.count("preloaded dataset")
+        for m in pat.finditer(log):
             wall.append(float(m.group(2)))
             cpu.append(float(m.group(3)))
             threads.add(int(m.group(4)))
+            hits += int(m.group(5))
+            misses += int(m.group(6))
     if not wall:
         return {"n": 0}
     return {"n": len(wall), "wall_s": wall, "cpu_s": cpu, "wall_sum_s": sum(wall),
-            "cpu_sum_s": sum(cpu), "torch_threads": sorted(threads)}
+            "cpu_sum_s": sum(cpu), "torch_threads": sorted(threads),
+            "dataset_cache": {"hits": hits, "misses": misses, "parent_preloads": preloads}}
 
 
 def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: bool = True,

@@ -167,3 +167,43 @@ def test_warm_clientapps_over_tls_two_rounds(tmp_path):
     assert sorted((r["round"], r["client"]) for r in res["records"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert {r["n_train"] + r["n_test"] for r in res["records"]} == {60}
     assert all(0.0 <= r["uf1"] <= 1.0 for r in res["records"])
+
+
+@pytest.mark.slow
+@pytest.mark.loopback
+def test_warm_dataset_cache_is_hit_and_changes_no_result(tmp_path):
+    """The warm executor keeps the node's loaded dataset for later messages: the first task
+    of each node loads it (a miss, reported to the executor, which preloads it), every later
+    task finds it (a hit, in its task line); the run's records are the same as a cold
+    deployment's (fresh ``flwr-clientapp`` per message) on the same data; every process of
+    both deployments is stopped."""
+    import re
+
+    lab_a = make_toy_data(tmp_path / "labA" / "toy.pt", subjects=3, per_subject=20, seed=1)
+    lab_b = make_toy_data(tmp_path / "labB" / "toy.pt", subjects=3, per_subject=20, seed=2)
+    cfg = FederatedConfig(clients=2, rounds=3, local_epochs=1, strategy="fedavg", lr=0.02,
+                          batch_size=16, repeats=1)
+    results, deps = {}, {}
+    for warm in (True, False):
+        dep = deps[warm] = LocalDeployment(tmp_path / f"run_{warm}", [lab_a.parent, lab_b.parent],
+                                           tls=True, warm=warm, startup_timeout=120)
+        try:
+            dep.start()
+            results[warm] = dep.run(cfg, {"name": "toy"}, tmp_path / f"out_{warm}", timeout=900)
+        finally:
+            dep.stop()
+        assert dep.alive() == []
+        assert all(p.poll() is not None for _, p in dep.procs)
+    pat = re.compile(r"ended with code 0 after .* dataset cache (\d+) hit\(s\) (\d+) miss\(es\)")
+    for i in (0, 1):
+        log = deps[True].log(f"warm-exec{i}")
+        counts = [(int(h), int(m)) for h, m in pat.findall(log)]
+        assert len(counts) == 2 * cfg.rounds  # a train and an evaluate task per round
+        assert counts[0] == (0, 1) and counts[1:] == [(1, 0)] * (len(counts) - 1), counts
+        assert log.count("preloaded dataset") == 1
+
+    def key(res):
+        return sorted((r["round"], r["client"], r["n_train"], r["n_test"], r["uf1"], r["uar"])
+                      for r in res["records"])
+    assert len(results[True]["records"]) == 2 * cfg.rounds
+    assert key(results[True]) == key(results[False])

@@ -25,6 +25,10 @@ restores its newest file of a round ≤ ``r - 1`` and stops with an error naming
 folder if there is none (starting over from the initial model would silently change
 the results). A fresh run (``resumed-from = 0``) never reads these files.
 
+The dataset is read through :mod:`~psyau_graph.federated.flower.node_cache` (keyed by data
+path, task spec and the files' sizes and modification times): loaded once per process, and
+in the warm executor once for all its forked tasks.
+
 When the server packs a message's arrays into one tensor per dtype (run config
 ``pack-arrays``, :mod:`~psyau_graph.federated.flower.packing`), the ClientApp unpacks them
 and packs its train reply the same way.
@@ -50,13 +54,12 @@ from ..client import (DECLARED_FAILURES, ClientData, client_data, initial_state,
                       local_train, partition)
 from ...train.memory import keep_freed_memory
 from ..task import make_task
+from . import node_cache
 from .common import from_run_config
 from .packing import pack_content, unpack_content
 
 log = logging.getLogger(__name__)
 
-#: per-process cache of loaded datasets: (path, task json) -> dataset
-_DATASETS: dict = {}
 
 
 def _setup(context: Context, spec: dict | None):
@@ -70,10 +73,7 @@ def _setup(context: Context, spec: dict | None):
     path = own or extras["data"]
     if not path:
         raise ValueError("no data: set node config 'data-path' (deployment) or run config 'data'")
-    key = (path, repr(sorted(task_spec.items())))
-    if key not in _DATASETS:
-        _DATASETS[key] = task.load_dataset(path)
-    dataset = _DATASETS[key]
+    dataset = node_cache.CACHE.get(task, task_spec, path)
     if own:
         import numpy as np
         indices = np.arange(len(task.subjects(dataset)))
