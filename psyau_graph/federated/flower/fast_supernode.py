@@ -153,13 +153,25 @@ def patch(poll_interval: float) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
+def split_argv(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """A launcher's command line split at ``--``: ``(its own options, flower-supernode's)``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
         i = argv.index("--")
-        own, rest = argv[:i], argv[i + 1:]
-    else:
-        own, rest = argv, []
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def run_flower_supernode(rest: list[str]) -> None:
+    """Call Flower's own ``flower-supernode`` entry point in this (patched) process."""
+    from flwr.supernode.cli import flower_supernode
+
+    sys.argv = ["flower-supernode", *rest]
+    flower_supernode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    own, rest = split_argv(argv)
     ap = argparse.ArgumentParser(prog="python -m psyau_graph.federated.flower.fast_supernode",
                                  description=__doc__.splitlines()[0],
                                  epilog="flower-supernode options follow after '--'")
@@ -175,10 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fast_supernode: flwr {done['flwr']}: sleeps in {done['module']} capped at "
           f"{done['poll_interval_s']} s ({'; '.join(done['sleeps_capped'])})",
           file=sys.stderr, flush=True)
-    from flwr.supernode.cli import flower_supernode
-
-    sys.argv = ["flower-supernode", *rest]
-    flower_supernode()
+    run_flower_supernode(rest)
 
 
 if __name__ == "__main__":

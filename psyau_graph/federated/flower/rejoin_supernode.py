@@ -133,12 +133,9 @@ def _say(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" in argv:
-        i = argv.index("--")
-        own, rest = argv[:i], argv[i + 1:]
-    else:
-        own, rest = argv, []
+    from .fast_supernode import run_flower_supernode, split_argv
+
+    own, rest = split_argv(argv)
     ap = argparse.ArgumentParser(prog="python -m psyau_graph.federated.flower.rejoin_supernode",
                                  description=__doc__.splitlines()[0],
                                  epilog="flower-supernode options follow after '--'")
@@ -162,10 +159,7 @@ def main(argv: list[str] | None = None) -> None:
          f"FLEET_NODE_ACTIVATION_FAILED) is retried every {done['retry_every_s']} s for at "
          f"most {done['retry_for_s']:.0f} s"
          + (f"; sleeps capped at {fast['poll_interval_s']} s" if fast else ""))
-    from flwr.supernode.cli import flower_supernode
-
-    sys.argv = ["flower-supernode", *rest]
-    flower_supernode()
+    run_flower_supernode(rest)
 
 
 if __name__ == "__main__":
