@@ -3,9 +3,12 @@ with keys registered through ``flwr supernode register``), and a killed SuperNod
 back mid-run. Loopback only; every wait is bounded and every process is stopped by PID."""
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -66,6 +69,41 @@ def _wait(cond, timeout: float, what: str, step: float = 0.1) -> None:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+@contextlib.contextmanager
+def _node1_killed_in_round_2(tmp_path):
+    """3 toy labs on TLS, quorum 2, FedAvg, 3 rounds, the run in a thread; SuperNode 1 is
+    SIGKILLed (by PID) right after it pulled its round-2 train message. Yields a namespace
+    (``dep``, ``node1`` its node id, ``runner``, ``result``, ``errors``, ``sent_before_kill``);
+    every process is stopped on exit."""
+    labs = [make_toy_data(tmp_path / f"lab{c}" / "toy.pt", subjects=3, per_subject=20, seed=s).parent
+            for c, s in (("A", 1), ("B", 2), ("C", 3))]
+    cfg = FederatedConfig(clients=3, rounds=3, local_epochs=1, strategy="fedavg", lr=0.02,
+                          batch_size=16, repeats=1, min_clients=2)
+    dep = LocalDeployment(tmp_path / "run", labs, tls=True, startup_timeout=120)
+    result, errors = {}, []
+
+    def go():
+        try:
+            result.update(dep.run(cfg, {"name": "toy"}, tmp_path / "out", timeout=900))
+        except Exception as exc:  # reported by the callers' assertions
+            errors.append(exc)
+
+    runner = threading.Thread(target=go, daemon=True)
+    try:
+        dep.start()
+        node1 = next(r["node_id"] for r in dep.registered if r["node"] == 1)
+        runner.start()
+        _wait(lambda: dep.log("supernode1").count("Receiving: train message") >= 2, 600,
+              "SuperNode 1 to receive its round-2 train message")
+        killed = dep.kill_node(1)
+        sent_before_kill = dep.log("supernode1").count("Sending: train message")
+        assert dep.nodes[1]["proc"].pid in killed
+        yield SimpleNamespace(dep=dep, node1=node1, runner=runner, result=result, errors=errors,
+                              sent_before_kill=sent_before_kill)
+    finally:
+        dep.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.loopback
 def test_unregistered_supernode_is_refused(tmp_path):
@@ -114,43 +152,19 @@ def test_killed_supernode_rejoins_next_round(tmp_path):
     """3 labs, quorum 2: SuperNode 1 is killed (SIGKILL, by PID) right after it pulled its
     round-2 train message, restarted with the same key once the SuperLink saw it go offline;
     round 2 counts it as failed, it trains again from round 3 and the run completes."""
-    labs = [make_toy_data(tmp_path / f"lab{c}" / "toy.pt", subjects=3, per_subject=20, seed=s).parent
-            for c, s in (("A", 1), ("B", 2), ("C", 3))]
-    cfg = FederatedConfig(clients=3, rounds=3, local_epochs=1, strategy="fedavg", lr=0.02,
-                          batch_size=16, repeats=1, min_clients=2)
-    dep = LocalDeployment(tmp_path / "run", labs, tls=True, startup_timeout=120)
-    import threading
-
-    result, errors = {}, []
-
-    def go():
-        try:
-            result.update(dep.run(cfg, {"name": "toy"}, tmp_path / "out", timeout=900))
-        except Exception as exc:  # reported by the assertion below
-            errors.append(exc)
-
-    runner = threading.Thread(target=go, daemon=True)
-    try:
-        dep.start()
-        node1 = next(r["node_id"] for r in dep.registered if r["node"] == 1)
-        runner.start()
-        _wait(lambda: dep.log("supernode1").count("Receiving: train message") >= 2, 600,
-              "SuperNode 1 to receive its round-2 train message")
-        killed = dep.kill_node(1)
-        sent_before_kill = dep.log("supernode1").count("Sending: train message")
-        assert dep.nodes[1]["proc"].pid in killed
+    with _node1_killed_in_round_2(tmp_path) as k:
+        dep, node1 = k.dep, k.node1
 
         def offline():
             return any(int(n["node-id"]) == node1 and n["status"] == "offline"
                        for n in dep.list_nodes())
         _wait(offline, 300, "the SuperLink to mark SuperNode 1 offline", step=2.0)
         dep.restart_node(1)
-        runner.join(timeout=900)
-        assert not runner.is_alive(), "the run did not finish"
-    finally:
-        dep.stop()
+        k.runner.join(timeout=900)
+        assert not k.runner.is_alive(), "the run did not finish"
+    result, sent_before_kill = k.result, k.sent_before_kill
     assert dep.alive() == []
-    assert not errors, errors
+    assert not k.errors, k.errors
     assert sent_before_kill == 1, "node 1 replied to round 2 before it was killed"
     # the restarted SuperNode signed in as the same registered node
     assert dep.log("superlink").count(f"Activated node_id={node1}") == 2
@@ -187,45 +201,21 @@ def test_supernode_restarted_at_once_is_released_and_rejoins(tmp_path):
     correct outcomes, so the test accepts them (with the reason in the failure record) rather
     than fail by chance in ~1-2 % of runs. The "restarted" rule released it in all 6 measured
     runs (docs/federated.md); its logic is pinned by the unit test in test_fast_supernode."""
-    labs = [make_toy_data(tmp_path / f"lab{c}" / "toy.pt", subjects=3, per_subject=20, seed=s).parent
-            for c, s in (("A", 1), ("B", 2), ("C", 3))]
-    cfg = FederatedConfig(clients=3, rounds=3, local_epochs=1, strategy="fedavg", lr=0.02,
-                          batch_size=16, repeats=1, min_clients=2)
-    dep = LocalDeployment(tmp_path / "run", labs, tls=True, startup_timeout=120)
-    import threading
-
-    result, errors, listed = {}, [], []
-
-    def go():
-        try:
-            result.update(dep.run(cfg, {"name": "toy"}, tmp_path / "out", timeout=900))
-        except Exception as exc:  # reported by the assertion below
-            errors.append(exc)
-
-    runner = threading.Thread(target=go, daemon=True)
-    try:
-        dep.start()
-        node1 = next(r["node_id"] for r in dep.registered if r["node"] == 1)
+    with _node1_killed_in_round_2(tmp_path) as k:
+        dep, node1 = k.dep, k.node1
         activated = f"Activated node_id={node1}"
-        runner.start()
-        _wait(lambda: dep.log("supernode1").count("Receiving: train message") >= 2, 600,
-              "SuperNode 1 to receive its round-2 train message")
-        killed = dep.kill_node(1)
-        sent_before_kill = dep.log("supernode1").count("Sending: train message")
-        assert dep.nodes[1]["proc"].pid in killed
         dep.restart_node(1, sign_in_retry=150)
         # nothing here lists the nodes before the new process is in (a listing tags a node
         # whose heartbeats stopped offline); the SuperLink's log says when it activated it
         _wait(lambda: dep.log("superlink").count(activated) == 2 or dep.nodes[1]["proc"].poll()
               is not None, 180, "the restarted SuperNode 1 to sign in", step=0.5)
         assert dep.nodes[1]["proc"].poll() is None, dep.log("supernode1.restart1")[-2000:]
-        runner.join(timeout=900)
-        assert not runner.is_alive(), "the run did not finish"
+        k.runner.join(timeout=900)
+        assert not k.runner.is_alive(), "the run did not finish"
         listed = [n for n in dep.list_nodes() if int(n["node-id"]) == node1]
-    finally:
-        dep.stop()
+    result, sent_before_kill = k.result, k.sent_before_kill
     assert dep.alive() == []
-    assert not errors, errors
+    assert not k.errors, k.errors
     assert sent_before_kill == 1, "node 1 replied to round 2 before it was killed"
     restart_log = dep.log("supernode1.restart1")
     # it was restarted before the SuperLink let the node id sign in again ...
