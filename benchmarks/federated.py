@@ -117,9 +117,7 @@ def split_cache(cache: Path, cfg: FederatedConfig, out: Path) -> list[Path]:
 
 def _warm_tasks(dep: LocalDeployment) -> dict:
     """Per-task wall and CPU seconds of the forked ClientApp processes (warm executor logs)."""
-    import re
-    pat = re.compile(r"ended with code (-?\d+) after ([0-9.]+) s wall, ([0-9.]+) s CPU, (\d+) torch "
-                     r"threads, dataset cache (\d+) hit\(s\) (\d+) miss\(es\)")
+    from psyau_graph.federated.flower.warm_exec import TASK_LINE as pat
     wall, cpu, threads, hits, misses, preloads = [], [], set(), 0, 0, 0
     for i in range(len(dep.node_data)):
         log = dep.log(f"warm-exec{i}")

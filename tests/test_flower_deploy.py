@@ -177,7 +177,7 @@ def test_warm_dataset_cache_is_hit_and_changes_no_result(tmp_path):
     task finds it (a hit, in its task line); the run's records are the same as a cold
     deployment's (fresh ``flwr-clientapp`` per message) on the same data; every process of
     both deployments is stopped."""
-    import re
+    from psyau_graph.federated.flower.warm_exec import TASK_LINE
 
     lab_a = make_toy_data(tmp_path / "labA" / "toy.pt", subjects=3, per_subject=20, seed=1)
     lab_b = make_toy_data(tmp_path / "labB" / "toy.pt", subjects=3, per_subject=20, seed=2)
@@ -194,10 +194,11 @@ def test_warm_dataset_cache_is_hit_and_changes_no_result(tmp_path):
             dep.stop()
         assert dep.alive() == []
         assert all(p.poll() is not None for _, p in dep.procs)
-    pat = re.compile(r"ended with code 0 after .* dataset cache (\d+) hit\(s\) (\d+) miss\(es\)")
     for i in (0, 1):
         log = deps[True].log(f"warm-exec{i}")
-        counts = [(int(h), int(m)) for h, m in pat.findall(log)]
+        lines = [m.groups() for m in TASK_LINE.finditer(log)]
+        assert all(g[0] == "0" for g in lines), lines  # every task ended with code 0
+        counts = [(int(g[4]), int(g[5])) for g in lines]
         assert len(counts) == 2 * cfg.rounds  # a train and an evaluate task per round
         assert counts[0] == (0, 1) and counts[1:] == [(1, 0)] * (len(counts) - 1), counts
         assert log.count("preloaded dataset") == 1

@@ -43,8 +43,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
+
+
+#: the line each forked task writes when it ends (written in :meth:`ForkClientAppExecutor.launch`);
+#: groups: exit code, wall s, CPU s, torch threads, dataset cache hits, misses
+TASK_LINE = re.compile(r"ended with code (-?\d+) after ([0-9.]+) s wall, ([0-9.]+) s CPU, (\d+) torch "
+                       r"threads, dataset cache (\d+) hit\(s\) (\d+) miss\(es\)")
 
 
 class ForkClientAppExecutor:
