@@ -70,8 +70,10 @@ def _with_bernoulli_dropout(forward):
 def use_previous_dense(model: torch.nn.Module) -> torch.nn.Module:
     """A deep copy of ``model`` whose DPK-GAT layers run the previous dense computation and
     whose dropouts are those of that time (``F.dropout`` / ``nn.Dropout``, bernoulli_ masks;
-    the SSE layer run by ``nn.TransformerEncoderLayer`` in training mode too)."""
+    the SSE layer run by ``nn.TransformerEncoderLayer`` in training mode too); its LFE runs
+    every layer as a convolution (``impl="conv"``, as then)."""
     from psyau_graph.nn.dsi import DSI
+    from psyau_graph.nn.lfe import LFE
     from psyau_graph.nn.sse import SSE
 
     model = copy.deepcopy(model)
@@ -82,6 +84,8 @@ def use_previous_dense(model: torch.nn.Module) -> torch.nn.Module:
             m._encoder_train = types.MethodType(lambda self, x: self.encoder(x), m)
         elif isinstance(m, DSI):
             m.dropout = torch.nn.Dropout(m.dropout.p)
+        elif isinstance(m, LFE):
+            m.impl = "conv"
     model.forward = _with_bernoulli_dropout(model.forward)
     return model
 

@@ -13,6 +13,9 @@ for these variants, all timed in the same run, interleaved repeat by repeat, aft
   speed work (``_previous_dense.py``), fp32 — the "today" peer of the targets;
 * ``fp32``: the library model, fp32;
 * ``bf16``: the library model under ``torch.autocast(dtype=torch.bfloat16)``;
+* ``bf16_conv_lfe``: as ``bf16`` with ``LFE(impl="conv")`` (every LFE layer a convolution;
+  the default ``impl="auto"`` runs the thin first and last layers as matrix products when
+  training under bf16, see ``psyau_graph.nn.lfe``);
 * ``bf16_gemm_lfe``: as ``bf16`` with ``LFE(impl="gemm")`` (the convolutions as matrices);
 * ``authors_structure``: the same weights run with the authors' structure
   (``_authors_structure.py``: per-ROI Python loop in LFE and AFE, dense per-head GAT with
@@ -131,10 +134,11 @@ def train_flops_per_sample(model, b: int, device: str, seed: int = 0) -> float:
 
 
 def _variants(ours, compile_: str | None = None) -> dict:
-    gemm = copy.deepcopy(ours)
-    gemm.au_net.lfe.impl = "gemm"
+    gemm, conv = copy.deepcopy(ours), copy.deepcopy(ours)
+    gemm.au_net.lfe.impl, conv.au_net.lfe.impl = "gemm", "conv"
     out = {PEER: (use_previous_dense(ours), "fp32"), "fp32": (ours, "fp32"), "bf16": (copy.deepcopy(ours), "bf16"),
-           "bf16_gemm_lfe": (gemm, "bf16"), "authors_structure": (authors_structure(ours), "fp32")}
+           "bf16_conv_lfe": (conv, "bf16"), "bf16_gemm_lfe": (gemm, "bf16"),
+           "authors_structure": (authors_structure(ours), "fp32")}
     if compile_:
         # torch.compile (inductor; on the CPU it generates C++/OpenMP kernels with the system
         # compiler): the same weights, compiled once per variant; forward and backward graphs

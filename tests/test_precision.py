@@ -191,6 +191,77 @@ def test_gemm_lfe_under_bf16_autocast_close_to_fp32():
     torch.testing.assert_close(low.float(), ref, **BF16)
 
 
+def _trio(dtype=torch.float64):
+    """``mixed``, ``conv`` and ``auto`` LFEs with the same weights (non-trivial BatchNorm)."""
+    _, conv = _pair(dtype)
+    mixed, auto = LFE(impl="mixed").to(dtype), LFE(impl="auto").to(dtype)
+    mixed.load_state_dict(conv.state_dict()), auto.load_state_dict(conv.state_dict())
+    return mixed, conv, auto
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_mixed_lfe_equals_conv_lfe_forward_backward_and_statistics(channels_last):
+    mixed, conv, _ = _trio()
+    mixed.channels_last = conv.channels_last = channels_last
+    rois = torch.randn(4, 65, 3, 5, 5, dtype=torch.float64)
+    xm, xc = rois.clone().requires_grad_(), rois.clone().requires_grad_()
+    out_m, out_c = mixed.train()(xm), conv.train()(xc)
+    assert out_m.is_contiguous() and out_m.shape == out_c.shape
+    torch.testing.assert_close(out_m, out_c, atol=1e-10, rtol=1e-10)
+    gm = torch.autograd.grad(out_m.square().sum(), [xm, *mixed.parameters()])
+    gc = torch.autograd.grad(out_c.square().sum(), [xc, *conv.parameters()])
+    for a, c in zip(gm, gc):
+        torch.testing.assert_close(a, c, atol=1e-9, rtol=1e-9)
+    for bm, bc in zip(mixed.modules(), conv.modules()):
+        if isinstance(bm, torch.nn.BatchNorm2d):
+            torch.testing.assert_close(bm.running_mean, bc.running_mean, atol=1e-12, rtol=1e-10)
+            torch.testing.assert_close(bm.running_var, bc.running_var, atol=1e-12, rtol=1e-10)
+    # eval mode, chunked (5 · 65 patches in chunks of 100) and not
+    mixed.eval(), conv.eval()
+    ref = conv(rois)
+    mixed.eval_chunk = 100
+    torch.testing.assert_close(mixed(rois), ref, atol=1e-10, rtol=1e-10)
+    mixed.eval_chunk = 0
+    torch.testing.assert_close(mixed(rois), ref, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("out_channels_last", [True, False])
+def test_thin_conv_matrix_product_equals_conv2d_in_either_layout(layout, out_channels_last):
+    from psyau_graph.nn.lfe import _thin_conv
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 6, 5, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 6, 3, 3, generator=g, dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = _thin_conv(x, w, 5, out_channels_last=out_channels_last)
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=1), atol=1e-12, rtol=0)
+    assert y.is_contiguous(memory_format=torch.channels_last if out_channels_last else torch.contiguous_format)
+
+
+def test_auto_lfe_picks_mixed_only_when_training_under_cpu_low_precision_autocast():
+    _, _, auto = _trio(torch.float32)
+    x = torch.randn(2, 3, 5, 5)
+    auto.train()
+    assert auto._resolved_impl(x) == "conv"
+    with autocast("bf16"):
+        assert auto._resolved_impl(x) == "mixed"
+    auto.eval()
+    with autocast("bf16"):
+        assert auto._resolved_impl(x) == "conv"  # eval keeps the folded convolutions
+    assert LFE().impl == "auto"
+
+
+def test_auto_lfe_under_bf16_training_close_to_conv_lfe():
+    mixed, conv, auto = _trio(torch.float32)
+    rois = torch.randn(3, 65, 3, 5, 5)
+    with autocast("bf16"):
+        out_a, out_c = auto.train()(rois), conv.train()(rois)
+    assert out_a.dtype == out_c.dtype == torch.bfloat16
+    torch.testing.assert_close(out_a.float(), out_c.float(), **BF16)
+
+
 def test_lfe_rejects_unknown_impl():
     with pytest.raises(ValueError, match="impl must be one of"):
         LFE(impl="winograd")

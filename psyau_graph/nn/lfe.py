@@ -4,9 +4,9 @@ One small CNN shared by every ROI patch. All ROIs of the batch go through it in 
 single call: ``(B, K, 3, 5, 5)`` is reshaped to ``(B·K, 3, 5, 5)`` (the authors loop
 over the 65 ROIs in Python, which is what makes their model slow on CPU).
 
-Two equal ways to run the three convolutions (``impl``):
+Equal ways to run the three convolutions (``impl``):
 
-* ``"conv"`` (default): ``nn.Conv2d`` (optionally channels-last). In eval mode each
+* ``"conv"``: ``nn.Conv2d`` (optionally channels-last). In eval mode each
   BatchNorm (then a fixed affine map) is folded into its convolution's weight and bias,
   so a layer is one convolution + ReLU (same result up to rounding; LFE inference at
   B = 256, 2 threads: 0.26 → 0.16 s).
@@ -23,6 +23,19 @@ Two equal ways to run the three convolutions (``impl``):
   and 0.44 s vs 0.35 s under bf16 autocast (the 2.8× extra multiply-adds outweigh the
   higher GEMM rate; BatchNorm and ReLU, memory-bound, cost the same in both). It is
   kept as an exact alternative for hardware where dense GEMMs win (``benchmarks/README.md``).
+* ``"mixed"``: the thin layers (first and last: ``min(C_in, C_out) <= THIN_CHANNELS``) as
+  matrix products, the wide middle one as a convolution. A 3×3 convolution with 3 input or
+  3 output channels is a poor fit for the convolution kernels (measured on a 2-core AMD
+  EPYC, Zen 4, training step of one layer over 16,640 patches, bf16 autocast, 2 threads:
+  64 → 3 takes 95 ms as a
+  convolution and 52 ms as a matrix product, 3 → 32 42 ms and 27 ms; 32 → 64 167 ms and
+  368 ms), while its matrix is small (``(1600, 75)`` and ``(75, 800)``). The layer between
+  a matrix product and a channels-last convolution is handed over in channels-last order,
+  so no layout copy is made. In fp32 the convolutions win for every layer (64 → 3: 90 vs
+  116 ms), so this is what ``"auto"`` picks only under low-precision autocast. Whole
+  training step of the network, bf16, same machine: 1.10× at B = 256, 1.04× at B = 32.
+* ``"auto"`` (default): ``"mixed"`` in training mode under CPU bf16/fp16 autocast,
+  ``"conv"`` otherwise (eval mode keeps the folded convolutions).
 """
 from __future__ import annotations
 
@@ -32,7 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IMPLS = ("gemm", "conv")
+IMPLS = ("auto", "conv", "mixed", "gemm")
+#: a layer with at most this many input or output channels is thin: ``impl="mixed"`` runs it
+#: as one matrix product
+THIN_CHANNELS = 4
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -83,6 +100,31 @@ def conv_as_matrix(weight: Tensor, p: int) -> Tensor:
     return m.reshape(cin * p * p, cout * p * p)
 
 
+def _thin_conv(x: Tensor, weight: Tensor, p: int, out_channels_last: bool) -> Tensor:
+    """A stride-1 "same" convolution of ``x (n, C_in, P, P)`` as one matrix product.
+
+    Reads ``x`` without a copy if it is NCHW- or channels-last-contiguous (the matrix's rows
+    are ordered to match) and returns ``(n, C_out, P, P)``, channels-last in memory if
+    ``out_channels_last`` (then the product's output is that layout already), else NCHW.
+    """
+    n, cin = x.shape[:2]
+    cout = weight.shape[0]
+    m = conv_as_matrix(weight, p).view(cin, p * p, cout, p * p)  # (C_in, P², C_out, P²)
+    if x.is_contiguous():
+        rows, flat = "cq", x.reshape(n, cin * p * p)
+    else:
+        xl = x.contiguous(memory_format=torch.channels_last)
+        rows, flat = "qc", xl.permute(0, 2, 3, 1).reshape(n, p * p * cin)  # a view: (n, P², C_in)
+    if rows == "qc":
+        m = m.transpose(0, 1)
+    if out_channels_last:
+        m = m.transpose(-1, -2)  # columns (P², C_out)
+    y = flat @ m.reshape(cin * p * p, cout * p * p)
+    if out_channels_last:
+        return y.view(n, p, p, cout).permute(0, 3, 1, 2)  # channels-last (n, C_out, P, P)
+    return y.view(n, cout, p, p)
+
+
 class LFE(nn.Module):
     r"""Three 3×3 convolutions (3 → 32 → 64 → 3), each with BatchNorm and ReLU, padding 1.
 
@@ -92,10 +134,13 @@ class LFE(nn.Module):
         in_channels (int, optional): channels of a ROI patch (u, v, strain). (default: ``3``)
         widths (tuple[int, int], optional): the two hidden widths. (default: ``(32, 64)``)
         out_channels (int, optional): output channels. (default: ``3``)
-        impl (str, optional): ``"conv"`` (``nn.Conv2d``) or ``"gemm"`` (each convolution as
-            one matrix product over all patches, see the module doc). Same parameters,
-            same state dict, same result up to float rounding. (default: ``"conv"``)
-        channels_last (bool, optional): ``impl="conv"`` only: run the convolutions in
+        impl (str, optional): ``"conv"`` (``nn.Conv2d``), ``"gemm"`` (each convolution as
+            one matrix product over all patches), ``"mixed"`` (the thin first and last
+            layers as matrix products, the middle one as a convolution) or ``"auto"``
+            (``"mixed"`` when training under CPU bf16/fp16 autocast, else ``"conv"``); see
+            the module doc. Same parameters, same state dict, same result up to float
+            rounding. (default: ``"auto"``)
+        channels_last (bool, optional): ``impl="conv"`` / ``"mixed"``: run the convolutions in
             channels-last memory format (on CPU markedly faster for tiny 5×5 maps).
             (default: ``True``)
         eval_chunk (int, optional): in eval mode (where ``impl="conv"`` also folds each
@@ -111,7 +156,7 @@ class LFE(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, widths: tuple[int, int] = (32, 64), out_channels: int = 3,
-                 channels_last: bool = True, eval_chunk: int = 512, impl: str = "conv"):
+                 channels_last: bool = True, eval_chunk: int = 512, impl: str = "auto"):
         super().__init__()
         if not isinstance(eval_chunk, int) or eval_chunk < 0:
             raise ValueError(f"eval_chunk must be an int >= 0, got {eval_chunk!r}")
@@ -129,15 +174,29 @@ class LFE(nn.Module):
             _conv_bn_relu(widths[1], out_channels),
         )
 
+    def _resolved_impl(self, x: Tensor) -> str:
+        """The implementation this call uses (``"auto"`` resolved for this input and mode)."""
+        if self.impl != "auto":
+            return self.impl
+        if (self.training and x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") in _LOW_PRECISION):
+            return "mixed"
+        return "conv"
+
     def _run(self, x: Tensor) -> Tensor:
-        if not self.training and self.impl == "conv" and self._bn_eval():
+        impl = self._resolved_impl(x)
+        if impl == "mixed":
+            if not self.training and 0 < self.eval_chunk < x.shape[0]:
+                return torch.cat([self._run_mixed(c) for c in x.split(self.eval_chunk)])
+            return self._run_mixed(x)
+        if not self.training and impl == "conv" and self._bn_eval():
             folded = self._folded()
             chunks = x.split(self.eval_chunk) if 0 < self.eval_chunk < x.shape[0] else (x,)
             out = [self._run_conv_folded(c, folded) for c in chunks]
             return out[0] if len(out) == 1 else torch.cat(out)
-        run = self._run_gemm if self.impl == "gemm" else self._run_conv
+        run = self._run_gemm if impl == "gemm" else self._run_conv
         if not self.training and 0 < self.eval_chunk < x.shape[0]:
-            if self.impl == "gemm":
+            if impl == "gemm":
                 mats = self._matrices(x.shape[-1])
                 return torch.cat([self._run_gemm(c, mats) for c in x.split(self.eval_chunk)])
             return torch.cat([run(c) for c in x.split(self.eval_chunk)])
@@ -188,6 +247,22 @@ class LFE(nn.Module):
             h = block[1](h.view(n, -1, p, p))  # the layer's BatchNorm2d, same statistics as after the conv
             h = F.relu(h, inplace=True).reshape(n, -1)
         return h.view(n, -1, p, p)
+
+    def _run_mixed(self, x: Tensor) -> Tensor:
+        n, _, p, p2 = x.shape
+        if p != p2:
+            raise ValueError(f"LFE(impl='mixed') needs square patches, got {p}×{p2}")
+        last = len(self.net) - 1
+        for i, (conv, bn, relu) in enumerate(self.net):
+            if min(conv.in_channels, conv.out_channels) <= THIN_CHANNELS:
+                # channels-last hand-over into the next layer's convolution; the LFE's output is NCHW
+                x = _thin_conv(x, conv.weight, p, out_channels_last=self.channels_last and i < last)
+            else:
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                x = conv(x)
+            x = relu(bn(x))
+        return x.contiguous()
 
     def forward(self, rois: Tensor) -> Tensor:
         if rois.dim() == 4:
