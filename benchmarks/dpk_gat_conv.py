@@ -5,7 +5,10 @@ Cases (same heads/channels for both layers):
 * ``au_batch``: B = 256 copies of the 12-node whole-face AU graph (cross-region
   edges + self loops, DFME prior), two layers 25 -> 64x3 (concat) -> ELU -> 25
   (1 head), as in the network. DPKGATConv also runs its dense batched path
-  (``forward_dense``) on the same weights, in fp32 and under CPU bf16 autocast.
+  (``forward_dense``) on the same weights, in fp32 and under CPU bf16 autocast, and with
+  ``--compile`` under ``torch.compile``; ``linear_elu_floor`` times only the two linear
+  maps and the ELU (no attention): what any implementation of the pair computes, so
+  ``floor / GATConv`` bounds the ratio a dense path can reach.
 * ``random_large``: a random graph, 20,000 nodes and 200,000 edges, one layer
   64 -> 64x4 (concat), random prior.
 * ``bipartite``: a random bipartite graph, 10,000 source nodes (32 features),
@@ -21,12 +24,14 @@ median(layer) / median(GATConv). Results go to ``benchmarks/results/dpk_gat_conv
 interpreter that runs it (the other section is kept).
 
     python benchmarks/dpk_gat_conv.py [--repeats 30] [--repeats-large 20] [--repeats-bipartite 20] [--warmup 5] [--threads 1]
+        [--compile]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -120,7 +125,7 @@ def _bf16(forward):
     return out.float()
 
 
-def au_batch_case(batch_size: int, repeats: int, warmup: int) -> dict:
+def au_batch_case(batch_size: int, repeats: int, warmup: int, compile_: bool = False) -> dict:
     graph, source = global_au_graph()
     n = int(graph.num_nodes)
     batch = Batch.from_data_list([Data(edge_index=graph.edge_index, edge_prior=graph.edge_prior, num_nodes=n)
@@ -153,6 +158,28 @@ def au_batch_case(batch_size: int, repeats: int, warmup: int) -> dict:
                                              adj, dense_prior, beta)),
                                          list(dpk1.parameters()) + list(dpk2.parameters())),
     }
+    # a bound, not a layer: the two linear maps and the ELU between them, which every GAT
+    # layer pair of these widths computes (same weights); no attention, no aggregation
+    lin1, lin2 = torch.nn.Linear(25, 192, bias=False), torch.nn.Linear(192, 25, bias=False)
+    with torch.no_grad():
+        lin1.weight.copy_(gat1.lin.weight), lin2.weight.copy_(gat2.lin.weight)
+    steps["linear_elu_floor"] = fwd_bwd(lambda: lin2(F.elu(lin1(xb))), list(lin1.parameters()) + list(lin2.parameters()))
+    compiled = None
+    if compile_:
+        # torch.compile (inductor) of the two-layer dense forward: its elementwise passes fused
+        # into generated kernels; fixed shapes; the first call compiles forward and backward
+        def dense_pair(inp):
+            return dpk2.forward_dense(F.elu(dpk1.forward_dense(inp, adj, dense_prior, beta)), adj, dense_prior, beta)
+        cf = torch.compile(dense_pair, dynamic=False)
+        # an empty inductor cache, so the first call is a cold compile (removed after timing)
+        inductor_cache = tempfile.mkdtemp(prefix="psyau-inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache
+        t0 = time.perf_counter()
+        cf(xb).square().sum().backward()
+        compiled = {"first_call_s": round(time.perf_counter() - t0, 1), "torch": torch.__version__}
+        # with grad on, as timed (no_grad would compile another graph)
+        compiled["max_abs_diff_vs_eager"] = float((cf(xb) - dense_pair(xb)).detach().abs().max())
+        steps["DPKGATConv_dense_compiled"] = fwd_bwd(lambda: cf(xb), list(dpk1.parameters()) + list(dpk2.parameters()))
     # the three agree before timing (same weights)
     with torch.no_grad():
         ref = dpk2(F.elu(dpk1(x, edge_index, prior, beta)), edge_index, prior, beta)
@@ -161,9 +188,12 @@ def au_batch_case(batch_size: int, repeats: int, warmup: int) -> dict:
         plain = dpk2(F.elu(dpk1(x, edge_index, prior, 0.0)), edge_index, prior, 0.0)
     assert torch.allclose(dense.reshape(ref.shape), ref, atol=1e-4), "dense path disagrees with sparse path"
     assert torch.equal(plain, gat_out), "beta = 0 does not reproduce GATConv"
+    timings = run_case(steps, repeats, warmup)
+    if compiled is not None:
+        shutil.rmtree(inductor_cache, ignore_errors=True)
     return {"graph": source, "batch_size": batch_size, "num_nodes": batch_size * n,
             "num_edges": int(edge_index.size(1)), "layers": "25 -> 64x3 (concat) -> ELU -> 25 (1 head)",
-            "beta": beta, "timings": run_case(steps, repeats, warmup)}
+            "beta": beta, "timings": timings, **({"compile": compiled} if compiled is not None else {})}
 
 
 def random_large_case(num_nodes: int, num_edges: int, repeats: int, warmup: int) -> dict:
@@ -216,6 +246,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the dense pair under torch.compile (AU-batch case; compiles for ~0.5-1 min)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     start_load = load_average()
@@ -236,7 +268,7 @@ def main(argv=None) -> int:
 
         result["torch_scatter"] = torch_scatter.__version__
     print(f"[{section}] au_batch ...", flush=True)
-    result["cases"]["au_batch"] = au_batch_case(args.batch_size, args.repeats, args.warmup)
+    result["cases"]["au_batch"] = au_batch_case(args.batch_size, args.repeats, args.warmup, args.compile)
     print(json.dumps(result["cases"]["au_batch"]["timings"], indent=1), flush=True)
     print(f"[{section}] random_large ...", flush=True)
     result["cases"]["random_large"] = random_large_case(20_000, 200_000, args.repeats_large, min(args.warmup, 3))

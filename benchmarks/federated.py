@@ -13,7 +13,10 @@ message, every poll on the message path at 0.1 s, the SuperNodes through
 Flower's default mode (``deployment``: a fresh flwr-clientapp per message, Flower's
 waits; ``--no-cold-deployment`` skips it). The warm runs also record each forked
 ClientApp task's wall and CPU seconds and dataset cache hits/misses (from the warm
-executors' logs). Round 1 is the warm-up (actor/process start, imports);
+executors' logs), the CPU seconds of each deployment process over the run (with the
+children it reaped: ``process_cpu_s``) and, for the simulation and every deployment, the
+whole machine's busy share (``machine_cpu_busy_fraction``); ``--extra-poll-intervals``
+repeats the warm deployment with every poll at other intervals. Round 1 is the warm-up (actor/process start, imports);
 the median and spread are over rounds 2..R. Start-up (Ray / SuperLink + SuperNodes) is
 reported separately. Run twice: a small workload (8 clips per subject, E = 1: a round
 takes a fraction of a second, so fixed per-round costs show) with every engine, and a
@@ -24,7 +27,7 @@ peak resident memory of this process plus every process it spawned (Ray workers)
 sampled every 0.2 s with psutil.
 
 Usage: python benchmarks/federated.py [--rounds 4] [--large-epochs 5] [--sizes 2,4,8,16]
-       [--no-cold-deployment] [--no-warm-flower-waits] [--out PATH]
+       [--no-cold-deployment] [--no-warm-flower-waits] [--extra-poll-intervals S ...] [--out PATH]
 Writes benchmarks/results/federated.json.
 """
 from __future__ import annotations
@@ -83,6 +86,47 @@ class PeakRSS:
         self._t.join()
 
 
+class MachineCPU:
+    """Busy share of the whole machine's CPUs (all processes, psutil's system-wide times)
+    between enter and exit: 1.0 means every core was busy the whole time."""
+
+    def __enter__(self):
+        self._t0, self.busy_fraction, self.busy_cpu_s = psutil.cpu_times(), None, None
+        return self
+
+    def __exit__(self, *exc):
+        t1 = psutil.cpu_times()
+        total = sum(t1) - sum(self._t0)
+        idle = (t1.idle - self._t0.idle) + (getattr(t1, "iowait", 0.0) - getattr(self._t0, "iowait", 0.0))
+        self.busy_cpu_s = total - idle
+        self.busy_fraction = self.busy_cpu_s / total if total > 0 else None
+
+
+def _process_cpu(dep: LocalDeployment) -> dict:
+    """CPU seconds (user + system) so far of each process the deployment started (key: its
+    name) and of each of its descendants (key: ``name/process name``), each with the
+    children it has reaped (a warm executor's forked tasks, the
+    ServerApp the SuperLink's executor runs); a descendant that exited without being reaped
+    is not counted, so this is a lower bound."""
+    out = {}
+    for name, popen in dep.procs:
+        try:
+            root = psutil.Process(popen.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for q in procs:
+            try:
+                t = q.cpu_times()
+                key = name if q is root else f"{name}/{q.name()}"
+            except psutil.Error:
+                continue
+            # a process's own time, plus that of the children it has reaped (a live child is
+            # in ``procs`` itself; a reaped one only in its parent's children_* times)
+            out[key] = out.get(key, 0.0) + t.user + t.system + t.children_user + t.children_system
+    return out
+
+
 def _stats(times):
     steady = [t for t in times[1:] if t is not None] or [t for t in times if t is not None]
     return {"per_round_s": times, "median_s": statistics.median(steady),
@@ -136,7 +180,8 @@ def _warm_tasks(dep: LocalDeployment) -> dict:
 
 
 def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: bool = True,
-            cold_deployment: bool = True, warm_flower_waits: bool = True) -> dict:
+            cold_deployment: bool = True, warm_flower_waits: bool = True,
+            extra_poll_intervals: tuple = ()) -> dict:
     cache = make_cache(tmp / "cache", clients=3, subjects_per_client=2, clips=clips)
     cfg = FederatedConfig(clients=3, rounds=rounds, local_epochs=epochs, strategy="fedavg",
                           lr=1e-3, batch_size=8, repeats=1)
@@ -157,11 +202,13 @@ def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: boo
     torch.set_num_threads(threads)
     # Flower simulation
     t0 = time.perf_counter()
-    with PeakRSS() as mem:
+    with PeakRSS() as mem, MachineCPU() as cpu:
         res = run_simulation(cache, cfg, task_spec, num_cpus=2, work_dir=tmp / "sim")
     total = time.perf_counter() - t0
     out["simulation"] = {**_stats(res["round_times"]), "total_s": total,
-                         "startup_s": total - res["wall_time"], "peak_rss_mib": mem.peak}
+                         "startup_s": total - res["wall_time"], "peak_rss_mib": mem.peak,
+                         "machine_cpu_busy_fraction": cpu.busy_fraction,  # Ray start-up included
+                         "machine_cpu_busy_s": cpu.busy_cpu_s}
     print("simulation", out["simulation"]["median_s"], flush=True)
     # Flower deployment: SuperLink + 3 SuperNodes on loopback, each with its own folder
     if not deployment:
@@ -171,6 +218,9 @@ def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: boo
               "TLS SuperLink<->SuperNode; --isolation process with one warm_exec per SuperNode "
               "(a pre-imported process forked per message); every poll on the message path at "
               "0.1 s (ServerApp grid, SuperExec, SuperNode via fast_supernode)")]
+    for poll in extra_poll_intervals:
+        modes.append((f"deployment_warm_tls_poll{poll:g}", True, True, poll,
+                      f"as deployment_warm_tls with every poll on the message path at {poll:g} s"))
     if warm_flower_waits:
         modes.append(("deployment_warm_tls_flower_waits", True, True, None,
                       "as deployment_warm_tls but with Flower's own polling waits (SuperNode 3 s "
@@ -186,17 +236,24 @@ def engines(tmp: Path, rounds: int, epochs: int, clips: int = 8, deployment: boo
             with LocalDeployment(tmp / name, labs, tls=tls, warm=warm, poll_interval=poll,
                                  startup_timeout=180) as dep:
                 started = time.perf_counter() - t0
-                res = dep.run(cfg, task_spec, tmp / f"{name}_out", timeout=1800)
+                cpu0 = _process_cpu(dep)
+                with MachineCPU() as cpu:  # the run only: start-up excluded, round 1 included
+                    res = dep.run(cfg, task_spec, tmp / f"{name}_out", timeout=1800)
+                cpu1 = _process_cpu(dep)
+                # descendants that exited unreaped by their parent are not counted: a lower bound
+                proc_cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
                 tasks = _warm_tasks(dep) if warm else None
         out[name] = {**_stats(res["round_times"]), "total_s": time.perf_counter() - t0,
                      "startup_s": started, "peak_rss_mib": mem.peak, "tls": tls, "warm": warm,
                      "deployment": res.get("deployment"), "note": note,
+                     "machine_cpu_busy_fraction": cpu.busy_fraction, "machine_cpu_busy_s": cpu.busy_cpu_s,
+                     "process_cpu_s": proc_cpu,
                      "load_average_1min": [load0, load_average()]}
         if tasks is not None:
             out[name]["clientapp_tasks"] = tasks
         print(name, out[name]["median_s"], flush=True)
-    for k in ("deployment_warm_tls", "deployment_warm_tls_flower_waits", "deployment"):
-        if k in out and "simulation" in out:
+    for k in [k for k in out if k.startswith("deployment")]:
+        if "simulation" in out:
             out[k]["ratio_to_simulation"] = out[k]["median_s"] / out["simulation"]["median_s"]
     return _ratios(out)
 
@@ -206,10 +263,9 @@ def _ratios(out: dict) -> dict:
     # can be much slower than 1)
     base = min(out["inprocess"]["median_s"], out["inprocess_1thread"]["median_s"])
     out["inprocess_baseline_s"] = base
-    for k in ("inprocess", "inprocess_1thread", "simulation", "deployment", "deployment_warm_tls",
-              "deployment_warm_tls_flower_waits"):
-        if k in out:
-            out[k]["ratio_to_inprocess"] = out[k]["median_s"] / base
+    for k, v in out.items():
+        if isinstance(v, dict) and "median_s" in v:
+            v["ratio_to_inprocess"] = v["median_s"] / base
     return out
 
 
@@ -241,8 +297,12 @@ def main() -> int:
                     help="skip the deployment run with per-message flwr-clientapp processes")
     ap.add_argument("--no-warm-flower-waits", action="store_true",
                     help="skip the warm deployment run with Flower's own polling waits")
+    ap.add_argument("--extra-poll-intervals", type=float, nargs="*", default=[],
+                    help="also run the warm deployment with every poll at each of these intervals (s)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
     args = ap.parse_args()
+    if any(p <= 0 for p in args.extra_poll_intervals):
+        ap.error(f"--extra-poll-intervals must be > 0, got {args.extra_poll_intervals}")
     start_load = load_average()
     keep_freed_memory()  # as the psyau command does (the Flower ClientApp calls it too)
     with tempfile.TemporaryDirectory(prefix="psyau-fedbench-") as d:
@@ -255,7 +315,8 @@ def main() -> int:
                        "model": "FedPsyAU (paper network), 48 random clips (16 per client)"},
             "engines": engines(tmp / "small", args.rounds, args.epochs,
                                cold_deployment=not args.no_cold_deployment,
-                               warm_flower_waits=not args.no_warm_flower_waits),
+                               warm_flower_waits=not args.no_warm_flower_waits,
+                               extra_poll_intervals=tuple(args.extra_poll_intervals)),
             "config_large": {"rounds": args.rounds, "local_epochs": args.large_epochs, "clients": 3,
                              "model": f"FedPsyAU, {6 * args.large_clips} random clips "
                                       f"({2 * args.large_clips} per client); no deployment run"},
