@@ -225,6 +225,16 @@ def test_mixed_lfe_equals_conv_lfe_forward_backward_and_statistics(channels_last
     torch.testing.assert_close(mixed(rois), ref, atol=1e-10, rtol=1e-10)
 
 
+def test_mixed_lfe_adds_a_convolution_bias_like_conv():
+    mixed, conv, _ = _trio()
+    for m in (mixed, conv):
+        for block in m.net:
+            block[0].bias = torch.nn.Parameter(torch.full((block[0].out_channels,), 0.1, dtype=torch.float64))
+    conv.load_state_dict(mixed.state_dict())
+    rois = torch.randn(2, 65, 3, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(mixed.train()(rois), conv.train()(rois), atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("out_channels_last", [True, False])
 def test_thin_conv_matrix_product_equals_conv2d_in_either_layout(layout, out_channels_last):

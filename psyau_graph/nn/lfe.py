@@ -257,6 +257,8 @@ class LFE(nn.Module):
             if min(conv.in_channels, conv.out_channels) <= THIN_CHANNELS:
                 # channels-last hand-over into the next layer's convolution; the LFE's output is NCHW
                 x = _thin_conv(x, conv.weight, p, out_channels_last=self.channels_last and i < last)
+                if conv.bias is not None:
+                    x = x + conv.bias.view(1, -1, 1, 1)
             else:
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
