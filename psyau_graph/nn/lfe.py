@@ -100,6 +100,14 @@ def conv_as_matrix(weight: Tensor, p: int) -> Tensor:
     return m.reshape(cin * p * p, cout * p * p)
 
 
+def _square_side(x: Tensor, impl: str) -> int:
+    """Side P of the square patches ``x (n, C, P, P)``; a clear error for non-square ones."""
+    p, p2 = x.shape[-2:]
+    if p != p2:
+        raise ValueError(f"LFE(impl={impl!r}) needs square patches, got {p}×{p2}")
+    return p
+
+
 def _thin_conv(x: Tensor, weight: Tensor, p: int, out_channels_last: bool) -> Tensor:
     """A stride-1 "same" convolution of ``x (n, C_in, P, P)`` as one matrix product.
 
@@ -111,12 +119,11 @@ def _thin_conv(x: Tensor, weight: Tensor, p: int, out_channels_last: bool) -> Te
     cout = weight.shape[0]
     m = conv_as_matrix(weight, p).view(cin, p * p, cout, p * p)  # (C_in, P², C_out, P²)
     if x.is_contiguous():
-        rows, flat = "cq", x.reshape(n, cin * p * p)
+        flat = x.reshape(n, cin * p * p)
     else:
         xl = x.contiguous(memory_format=torch.channels_last)
-        rows, flat = "qc", xl.permute(0, 2, 3, 1).reshape(n, p * p * cin)  # a view: (n, P², C_in)
-    if rows == "qc":
-        m = m.transpose(0, 1)
+        flat = xl.permute(0, 2, 3, 1).reshape(n, p * p * cin)  # a view: (n, P², C_in)
+        m = m.transpose(0, 1)  # rows (P², C_in), as flat's columns
     if out_channels_last:
         m = m.transpose(-1, -2)  # columns (P², C_out)
     y = flat @ m.reshape(cin * p * p, cout * p * p)
@@ -185,22 +192,19 @@ class LFE(nn.Module):
 
     def _run(self, x: Tensor) -> Tensor:
         impl = self._resolved_impl(x)
-        if impl == "mixed":
-            if not self.training and 0 < self.eval_chunk < x.shape[0]:
-                return torch.cat([self._run_mixed(c) for c in x.split(self.eval_chunk)])
-            return self._run_mixed(x)
-        if not self.training and impl == "conv" and self._bn_eval():
+        if impl == "conv" and not self.training and self._bn_eval():
             folded = self._folded()
-            chunks = x.split(self.eval_chunk) if 0 < self.eval_chunk < x.shape[0] else (x,)
-            out = [self._run_conv_folded(c, folded) for c in chunks]
-            return out[0] if len(out) == 1 else torch.cat(out)
-        run = self._run_gemm if impl == "gemm" else self._run_conv
-        if not self.training and 0 < self.eval_chunk < x.shape[0]:
-            if impl == "gemm":
-                mats = self._matrices(x.shape[-1])
-                return torch.cat([self._run_gemm(c, mats) for c in x.split(self.eval_chunk)])
-            return torch.cat([run(c) for c in x.split(self.eval_chunk)])
-        return run(x)
+            return self._chunked(lambda c: self._run_conv_folded(c, folded), x)
+        if impl == "gemm":
+            mats = self._matrices(_square_side(x, impl))
+            return self._chunked(lambda c: self._run_gemm(c, mats), x)
+        return self._chunked(self._run_mixed if impl == "mixed" else self._run_conv, x)
+
+    def _chunked(self, run, x: Tensor) -> Tensor:
+        """``run(x)``; in eval mode over chunks of ``eval_chunk`` patches, concatenated."""
+        if self.training or not 0 < self.eval_chunk < x.shape[0]:
+            return run(x)
+        return torch.cat([run(c) for c in x.split(self.eval_chunk)])
 
     def _bn_eval(self) -> bool:
         """Every BatchNorm is in eval mode with running statistics (so it is an affine map)."""
@@ -237,9 +241,7 @@ class LFE(nn.Module):
         return [conv_as_matrix(block[0].weight, p) for block in self.net]
 
     def _run_gemm(self, x: Tensor, mats=None) -> Tensor:
-        n, _, p, p2 = x.shape
-        if p != p2:
-            raise ValueError(f"LFE(impl='gemm') needs square patches, got {p}×{p2}")
+        n, p = x.shape[0], _square_side(x, "gemm")
         mats = mats if mats is not None else self._matrices(p)
         h = x.reshape(n, -1)
         for block, m in zip(self.net, mats):
@@ -249,9 +251,7 @@ class LFE(nn.Module):
         return h.view(n, -1, p, p)
 
     def _run_mixed(self, x: Tensor) -> Tensor:
-        n, _, p, p2 = x.shape
-        if p != p2:
-            raise ValueError(f"LFE(impl='mixed') needs square patches, got {p}×{p2}")
+        p = _square_side(x, "mixed")
         last = len(self.net) - 1
         for i, (conv, bn, relu) in enumerate(self.net):
             if min(conv.in_channels, conv.out_channels) <= THIN_CHANNELS:
