@@ -173,6 +173,7 @@ def au_batch_case(batch_size: int, repeats: int, warmup: int, compile_: bool = F
         cf = torch.compile(dense_pair, dynamic=False)
         # an empty inductor cache, so the first call is a cold compile (removed after timing)
         inductor_cache = tempfile.mkdtemp(prefix="psyau-inductor-")
+        previous_cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache
         t0 = time.perf_counter()
         cf(xb).square().sum().backward()
@@ -191,6 +192,10 @@ def au_batch_case(batch_size: int, repeats: int, warmup: int, compile_: bool = F
     timings = run_case(steps, repeats, warmup)
     if compiled is not None:
         shutil.rmtree(inductor_cache, ignore_errors=True)
+        if previous_cache is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous_cache
     return {"graph": source, "batch_size": batch_size, "num_nodes": batch_size * n,
             "num_edges": int(edge_index.size(1)), "layers": "25 -> 64x3 (concat) -> ELU -> 25 (1 head)",
             "beta": beta, "timings": timings, **({"compile": compiled} if compiled is not None else {})}
